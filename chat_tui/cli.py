@@ -1,0 +1,388 @@
+"""Command-line entry point: the TUI by default, plus scriptable verbs.
+
+Imports stay light here: the TUI (textual) and the engine (httpx, aiosqlite)
+are imported inside the verbs that need them, so `chat-tui --help` and the
+path to the TUI's first frame do not pay for what they do not use.
+
+Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage or an
+invalid config; 3 timed out (`sync --until-empty --timeout`, `send --wait`);
+4 the message failed (`send --wait`); 5 offline (`sync --once`, `send --wait`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .store import Message
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
+
+
+class CliError(Exception):
+    """A problem to report in one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a verb; SIGTERM/SIGHUP stop it cleanly (leases released, database closed)."""
+
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            return EXIT_OK
+
+    return asyncio.run(guarded())
+
+
+async def _open_engine(settings: Settings) -> Engine:
+    from .engine import Engine
+
+    return await Engine.open(settings)
+
+
+async def _wait_first_probe(engine: Engine, timeout: float) -> None:
+    engine.start_watching()
+    deadline = time.monotonic() + timeout
+    while engine.reachability.state == "unknown" and time.monotonic() < deadline:
+        await engine.reachability.wait_change(timeout=deadline - time.monotonic())
+
+
+# -- verbs -------------------------------------------------------------------------------------
+
+
+def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
+    from .tui.app import run_app
+
+    return run_app(settings)
+
+
+def cmd_paths(args: argparse.Namespace, settings: Settings) -> int:
+    _out(f"config:   {settings.config_path}")
+    _out(f"data:     {settings.data_dir}")
+    _out(f"database: {settings.db_path}")
+    _out(f"log:      {settings.log_path}")
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    text = " ".join(args.text) if args.text else ""
+    if text == "-" or (not text and not sys.stdin.isatty()):
+        text = sys.stdin.read()
+    if not text.strip():
+        raise CliError("nothing to send: give the text as an argument or on stdin", EXIT_USAGE)
+
+    async def run() -> int:
+        engine = await _open_engine(settings)
+        async with engine:
+            conversation_id = None if args.new else args.conversation
+            if conversation_id is None and not args.new:
+                recent = await engine.store.list_conversations(limit=1)
+                conversation_id = recent[0].id if recent else None
+            result = await engine.outbox.submit(conversation_id, text)
+            message = result.message
+            if args.json:
+                _out(json.dumps({
+                    "conversation_id": message.conversation_id,
+                    "message_id": message.id,
+                    "state": message.state,
+                    "duplicate": result.duplicate,
+                }))
+            elif result.duplicate:
+                _out(f"already queued as message {message.id} in conversation "
+                     f"{message.conversation_id}; not queued twice")
+            else:
+                _out(f"queued message {message.id} in conversation {message.conversation_id}")
+        return EXIT_OK
+
+    return _run(run())
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        engine = await _open_engine(settings)
+        async with engine:
+            await _wait_first_probe(engine, settings.connect_timeout + 1)
+            if args.once:
+                if not engine.reachability.online:
+                    print(f"chat-tui: {engine.reachability.current.describe()}", file=sys.stderr)
+                    return EXIT_OFFLINE
+                delivered = await engine.outbox.deliver_available()
+                _out(f"delivered {delivered}; {await engine.store.pending_count()} still queued")
+                return EXIT_OK
+            until_empty = args.until_empty
+            try:
+                await asyncio.wait_for(engine.outbox.run(until_empty=until_empty), args.timeout)
+            except TimeoutError:
+                left = await engine.store.pending_count()
+                print(f"chat-tui: timed out with {left} still queued", file=sys.stderr)
+                return EXIT_TIMEOUT
+            _out(f"delivered {engine.outbox.delivered}; "
+                 f"{await engine.store.pending_count()} still queued")
+            return EXIT_OK
+
+    return _run(run())
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        engine = await _open_engine(settings)
+        async with engine:
+            await _wait_first_probe(engine, min(settings.connect_timeout, 3.0) + 1)
+            reach = engine.reachability.current
+            counts = await engine.store.counts()
+            items = await engine.store.queue_items()
+            if args.json:
+                _out(json.dumps({
+                    "endpoint": settings.base_url,
+                    "model": settings.model,
+                    "reachability": {"state": reach.state, "detail": reach.detail},
+                    "counts": counts,
+                    "items": [item.as_json() for item in items],
+                }, indent=2))
+                return EXIT_OK
+            from .sanitize import sanitize
+
+            _out(f"endpoint: {settings.base_url} ({settings.model})")
+            _out(f"state:    {reach.describe()}")
+            _out("messages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+                 if any(counts.values()) else "messages: none")
+            for item in items:
+                m = item.message
+                extra = f" attempts={m.attempts}" if m.attempts else ""
+                if m.next_attempt_at and m.state == "queued" and m.next_attempt_at > time.time():
+                    extra += f" next={_when(m.next_attempt_at)}"
+                if m.error:
+                    extra += f" error={sanitize(m.error)}"
+                preview = sanitize(m.content.splitlines()[0] if m.content else "")[:50]
+                _out(f"  #{m.id} [{m.state}] {sanitize(item.conversation_title)[:30]!s}: "
+                     f"{preview}{extra}")
+            return EXIT_OK
+
+    return _run(run())
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        from .store import Store
+
+        store = await Store.open(settings.db_path)
+        try:
+            conversations = await store.list_conversations()
+        finally:
+            await store.close()
+        if args.json:
+            _out(json.dumps([
+                {"id": c.id, "title": c.title, "created_at": c.created_at,
+                 "updated_at": c.updated_at}
+                for c in conversations
+            ]))
+            return EXIT_OK
+        from .sanitize import sanitize
+
+        for c in conversations:
+            _out(f"{c.id:>6}  {_when(c.updated_at)}  {sanitize(c.title) or '(untitled)'}")
+        if not conversations:
+            _out("no conversations yet")
+        return EXIT_OK
+
+    return _run(run())
+
+
+def _message_label(m: Message) -> str:
+    if m.role == "user":
+        return "you" if m.state == "delivered" else f"you [{m.state}]"
+    return {"assistant": "assistant", "notice": "note"}.get(m.role, m.role)
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        from .store import Store
+
+        store = await Store.open(settings.db_path)
+        try:
+            conversation = await store.get_conversation(args.id)
+            if conversation is None:
+                raise CliError(f"no conversation with id {args.id}")
+            messages = await store.all_messages(args.id)
+        finally:
+            await store.close()
+        if args.json:
+            _out(json.dumps({
+                "id": conversation.id,
+                "title": conversation.title,
+                "messages": [m.as_json() for m in messages],
+            }))
+            return EXIT_OK
+        from .sanitize import sanitize
+
+        _out(f"# {sanitize(conversation.title) or '(untitled)'}")
+        for m in messages:
+            _out()
+            _out(f"── {_message_label(m)} · {_when(m.created_at)}")
+            _out(sanitize(m.content))
+            if m.error and m.state in ("failed", "queued", "expired"):
+                _out(f"   ({sanitize(m.error)})")
+        return EXIT_OK
+
+    return _run(run())
+
+
+def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        async def run() -> int:
+            from .store import Store, StoreError
+
+            store = await Store.open(settings.db_path)
+            try:
+                if action == "retry":
+                    message = await store.retry(args.id)
+                else:
+                    message = await store.cancel(args.id)
+            except StoreError as exc:
+                raise CliError(str(exc)) from None
+            finally:
+                await store.close()
+            _out(f"message {message.id} is now {message.state}")
+            return EXIT_OK
+
+        return _run(run())
+
+    return command
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1")
+    common.add_argument("--model", help="model name sent with each request")
+
+    parser = argparse.ArgumentParser(
+        prog="chat-tui",
+        description="A terminal chat client for OpenAI-compatible endpoints that never loses "
+        "a message on a bad network. Without a verb it opens the chat window.",
+        parents=[common],
+        epilog="Settings: config.toml (see `chat-tui paths`), OPENAI_BASE_URL, OPENAI_API_KEY, "
+        "CHAT_TUI_MODEL, CHAT_TUI_CONFIG, CHAT_TUI_DATA_DIR.",
+    )
+    parser.add_argument("--version", action="version", version=f"chat-tui {__version__}")
+    parser.set_defaults(func=cmd_tui)
+    verbs = parser.add_subparsers(title="verbs", metavar="VERB")
+
+    p = verbs.add_parser("send", parents=[common], help="queue a message",
+                         description="Queue a message for delivery (durably, before returning).")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("-c", "--conversation", type=int, metavar="ID",
+                        help="conversation to add to (default: the most recent)")
+    target.add_argument("--new", action="store_true", help="start a new conversation")
+    p.add_argument("--json", action="store_true", help="print {conversation_id, message_id, state}")
+    p.add_argument("text", nargs="*", help="the message ('-' or nothing: read stdin)")
+    p.set_defaults(func=cmd_send)
+
+    p = verbs.add_parser("sync", parents=[common], help="deliver queued messages",
+                         description="Deliver queued messages without the chat window.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true",
+                      help="send what is deliverable now, then exit (default)")
+    mode.add_argument("--until-empty", action="store_true",
+                      help="keep going until nothing is deliverable without the user")
+    mode.add_argument("--watch", action="store_true", help="run until stopped")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="give up after S seconds (exit status 3)")
+    p.set_defaults(func=cmd_sync)
+
+    p = verbs.add_parser("status", parents=[common], help="reachability and the queue",
+                         description="Show whether the endpoint answers and what is queued.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = verbs.add_parser("list", parents=[common], help="list conversations",
+                         description="List conversations, most recent first.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = verbs.add_parser("show", parents=[common], help="print a conversation",
+                         description="Print a conversation with every message and its state.")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = verbs.add_parser("retry", parents=[common], help="requeue a failed or expired message",
+                         description="Put a failed, expired or cancelled message back in the queue.")
+    p.add_argument("id", type=int, help="message id (see `chat-tui status`)")
+    p.set_defaults(func=_queue_action("retry"))
+
+    p = verbs.add_parser("cancel", parents=[common], help="cancel a queued message",
+                         description="Cancel a queued, failed or expired message (kept in history).")
+    p.add_argument("id", type=int, help="message id (see `chat-tui status`)")
+    p.set_defaults(func=_queue_action("cancel"))
+
+    p = verbs.add_parser("paths", parents=[common], help="where config, data and logs live",
+                         description="Print where the config file, database and log live.")
+    p.set_defaults(func=cmd_paths)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is cmd_sync and not (args.until_empty or args.watch):
+        args.once = True
+    try:
+        settings = load_settings(base_url=args.base_url, model=args.model)
+    except ConfigError as exc:
+        print(f"chat-tui: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from .store import StoreError
+
+    try:
+        return args.func(args, settings)
+    except CliError as exc:
+        print(f"chat-tui: {exc}", file=sys.stderr)
+        return exc.code
+    except StoreError as exc:
+        print(f"chat-tui: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

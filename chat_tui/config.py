@@ -1,0 +1,182 @@
+"""Settings: defaults < config.toml < environment < command-line flags.
+
+Settings are a frozen dataclass so every part of the program (the TUI, `sync`,
+the tests) reads one typed object instead of poking at dicts. An invalid config
+file raises `ConfigError` with the file's line and column; the CLI turns that
+into a clear message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+APP_NAME = "chat-tui"
+DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
+DEFAULT_MODEL = "llama3.2"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the program can be told. Field docs are shown by `chat-tui paths`."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)  # never printed, never stored
+    model: str = DEFAULT_MODEL
+    system_prompt: str = ""
+    stream: bool = True  # false for servers without SSE streaming
+    connect_timeout: float = 5.0  # a dead link fails in seconds…
+    read_timeout: float = 120.0  # …a slow model may think for a minute between tokens
+    max_reply_chars: int = 1_000_000  # replies beyond this are cut and labelled
+    max_reply_seconds: float = 900.0  # a stream that never ends is cut after this
+    verify_tls: bool = True
+    max_attempts: int = 6
+    max_age: float = 24 * 3600.0  # seconds; 0 = never expire
+    dedup_window: float = 300.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    probe_cap: float = 15.0
+    lease_seconds: float = 30.0
+    concurrency: int = 4  # conversations sent in parallel by one process
+    offline_answers: bool = True
+    answer_threshold: float = 85.0
+    handoff_on_exit: bool = True
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    config_path: Path = field(default_factory=lambda: default_config_path())
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "chat.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "chat-tui.log"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def default_config_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+# Keys a config file may set, with the type each must have. Paths and the API
+# key are handled separately.
+_FILE_KEYS: dict[str, tuple[type, ...]] = {
+    f.name: ((int, float) if f.type in ("float",) else (bool,) if f.type == "bool" else
+             (int,) if f.type == "int" else (str,))
+    for f in fields(Settings)
+    if f.name not in ("data_dir", "config_path", "api_key")
+}
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's message ends with "(at line L, column C)"; 3.14 adds
+        # lineno/colno attributes. Say both plainly either way.
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        msg = str(exc)
+        if line is not None and col is not None:
+            msg = f"{getattr(exc, 'msg', msg)} (line {line}, column {col})"
+        raise ConfigError(f"{path}: invalid TOML: {msg}") from None
+    return data
+
+
+def _coerce_file_values(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "api_key":
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: 'api_key' must be a string")
+            out[key] = value
+            continue
+        if key == "data_dir":
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: 'data_dir' must be a string")
+            out[key] = Path(value).expanduser()
+            continue
+        if key not in _FILE_KEYS:
+            known = ", ".join(sorted([*_FILE_KEYS, "api_key", "data_dir"]))
+            raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
+        expected = _FILE_KEYS[key]
+        # bool is an int subclass; don't let `max_attempts = true` through.
+        if isinstance(value, bool) and bool not in expected:
+            raise ConfigError(f"{path}: '{key}' must be a number, not {value!r}")
+        if not isinstance(value, expected):
+            kind = {str: "a string", bool: "true or false", int: "a whole number"}.get(
+                expected[0], "a number"
+            )
+            raise ConfigError(f"{path}: '{key}' must be {kind}, not {value!r}")
+        out[key] = float(value) if float in expected else value
+    return out
+
+
+def _validate(settings: Settings) -> Settings:
+    if not settings.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must start with http:// or https://, not {settings.base_url!r}")
+    for name in ("connect_timeout", "read_timeout", "lease_seconds", "backoff_base", "probe_cap"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"'{name}' must be greater than 0")
+    for name in ("max_age", "dedup_window", "backoff_cap"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"'{name}' must not be negative")
+    if settings.max_attempts < 1 or settings.concurrency < 1 or settings.max_reply_chars < 1:
+        raise ConfigError("'max_attempts', 'concurrency' and 'max_reply_chars' must be at least 1")
+    if not 0 <= settings.answer_threshold <= 100:
+        raise ConfigError("'answer_threshold' must be between 0 and 100")
+    return settings.replace(base_url=settings.base_url.rstrip("/"))
+
+
+def load_settings(
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build settings from the four layers. Flags are the keyword arguments."""
+    env = os.environ if environ is None else environ
+    config_path = Path(env["CHAT_TUI_CONFIG"]).expanduser() if env.get("CHAT_TUI_CONFIG") else (
+        default_config_path()
+    )
+    values: dict[str, Any] = {"config_path": config_path}
+    values.update(_coerce_file_values(config_path, _read_config_file(config_path)))
+    if env.get("OPENAI_BASE_URL"):
+        values["base_url"] = env["OPENAI_BASE_URL"]
+    if env.get("OPENAI_API_KEY"):
+        values["api_key"] = env["OPENAI_API_KEY"]
+    if env.get("CHAT_TUI_MODEL"):
+        values["model"] = env["CHAT_TUI_MODEL"]
+    if env.get("CHAT_TUI_DATA_DIR"):
+        values["data_dir"] = Path(env["CHAT_TUI_DATA_DIR"]).expanduser()
+    if base_url:
+        values["base_url"] = base_url
+    if model:
+        values["model"] = model
+    return _validate(Settings(**values))

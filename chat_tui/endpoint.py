@@ -1,0 +1,367 @@
+"""The OpenAI-compatible chat-completions client (httpx), and what its failures mean.
+
+Every failure is classified once, here, as DESIGN.md step 5 says:
+
+* ``UnreachableError``: nothing answered (connect failed, DNS, a captive
+  portal). The endpoint is offline; waiting costs the message no attempt.
+* ``TransientError``: the server was there but the reply did not arrive whole
+  (5xx, 408/409/425/429, a timeout, a reset, a cut or malformed stream, no
+  ``finish_reason``). Retried with backoff; costs an attempt.
+* ``PermanentError``: the server refused this request (400, 404, 413, 422,
+  429 ``insufficient_quota``…). The message fails with the server's reason.
+* ``AuthError``: 401/403. Delivery pauses for every conversation.
+
+A reply counts only if it ended with a ``finish_reason`` and every chunk
+parsed. Partial text is handed to ``on_delta`` for display but the caller must
+not store it unless ``chat()`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .backoff import parse_retry_after
+from .config import Settings
+from .sanitize import StreamSanitizer, sanitize
+
+TRANSIENT_STATUS = {408, 409, 425, 429}
+AUTH_STATUS = {401, 403}
+CAP_MARKER = "\n\n[chat-tui: reply cut at {limit} — {why}]"
+
+
+class DeliveryError(Exception):
+    """Base of every classified failure; ``reason`` is shown to the user."""
+
+    kind = "error"
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class TransientError(DeliveryError):
+    kind = "transient"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        network: bool = False,
+    ) -> None:
+        super().__init__(reason, status=status)
+        self.retry_after = retry_after
+        self.network = network  # the connection itself failed: the link may be down
+
+
+class UnreachableError(TransientError):
+    """Nothing that speaks the API answered. ``captive`` when something else did."""
+
+    kind = "unreachable"
+
+    def __init__(self, reason: str, *, captive: bool = False) -> None:
+        super().__init__(reason)
+        self.captive = captive
+
+
+class PermanentError(DeliveryError):
+    kind = "permanent"
+
+
+class AuthError(DeliveryError):
+    kind = "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    finish_reason: str
+    model: str | None = None
+    capped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    state: str  # online | offline | captive | auth_error
+    detail: str
+    latency: float | None = None
+
+
+DeltaCallback = Callable[[str], Awaitable[None] | None]
+
+
+def _error_reason(response: httpx.Response, body: bytes) -> tuple[str, str | None]:
+    """The server's own words for a failure, and its error code if it gave one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    code: str | None = None
+    message: str | None = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            message = err.get("message") or err.get("detail")
+            raw_code = err.get("code") or err.get("type")
+            code = str(raw_code) if raw_code is not None else None
+        elif isinstance(err, str):
+            message = err
+    if not message:
+        text = body[:200].decode("utf-8", "replace").strip()
+        message = text or response.reason_phrase or "no reason given"
+    return f"HTTP {response.status_code}: {sanitize(str(message))[:300]}", code
+
+
+def _looks_like_json(response: httpx.Response) -> bool:
+    ctype = response.headers.get("content-type", "")
+    return "json" in ctype
+
+
+def classify_status(response: httpx.Response, body: bytes) -> DeliveryError:
+    """Map a non-2xx answer to its failure class."""
+    status = response.status_code
+    reason, code = _error_reason(response, body)
+    if status in AUTH_STATUS:
+        return AuthError(reason, status=status)
+    if 300 <= status < 400:
+        # Portals redirect every request to their login page.
+        return UnreachableError(f"redirected to {response.headers.get('location', '?')}",
+                                captive=True)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status == 429 and code and "insufficient_quota" in code:
+        return PermanentError(reason, status=status)
+    if status in TRANSIENT_STATUS or status >= 500:
+        return TransientError(reason, status=status, retry_after=retry_after)
+    return PermanentError(reason, status=status)
+
+
+class Endpoint:
+    """One httpx.AsyncClient for the life of the process."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        headers = {"User-Agent": f"chat-tui/{__version__}"}
+        if settings.api_key:
+            headers["Authorization"] = f"Bearer {settings.api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url + "/",
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout,
+                read=settings.read_timeout,
+                write=settings.connect_timeout,
+                pool=settings.connect_timeout,
+            ),
+            verify=settings.verify_tls,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- reachability ----------------------------------------------------------
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """``GET /models``: is the API itself answering?"""
+        started = time.monotonic()
+        try:
+            response = await self._client.get(
+                "models",
+                timeout=httpx.Timeout(min(self.settings.connect_timeout, timeout), read=timeout),
+            )
+        except httpx.TransportError as exc:
+            return ProbeResult("offline", _transport_reason(exc))
+        latency = time.monotonic() - started
+        if response.status_code in (404, 405):
+            # The server is there; it just has no /models (some local servers).
+            return ProbeResult("online", f"HTTP {response.status_code} for /models", latency)
+        if response.status_code in AUTH_STATUS:
+            reason, _ = _error_reason(response, response.content)
+            return ProbeResult("auth_error", reason, latency)
+        if _looks_like_json(response) and not 300 <= response.status_code < 400:
+            try:
+                json.loads(response.content)
+            except ValueError:
+                return ProbeResult("captive", "the answer to /models was not valid JSON", latency)
+            return ProbeResult("online", f"HTTP {response.status_code}", latency)
+        ctype = response.headers.get("content-type", "?").split(";")[0]
+        return ProbeResult(
+            "captive", f"HTTP {response.status_code} {ctype} instead of the API (a login page?)",
+            latency,
+        )
+
+    # -- chat ------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        model: str,
+        idempotency_key: str,
+        on_delta: DeltaCallback | None = None,
+    ) -> Reply:
+        """Send one chat request; return the whole reply or raise a DeliveryError."""
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if self.settings.stream:
+            body["stream"] = True
+        headers = {"Idempotency-Key": idempotency_key}
+        if self.settings.stream:
+            headers["Accept"] = "text/event-stream"
+        try:
+            async with self._client.stream(
+                "POST", "chat/completions", json=body, headers=headers
+            ) as response:
+                return await self._read_reply(response, on_delta)
+        except DeliveryError:
+            raise
+        except httpx.TransportError as exc:
+            reason = _transport_reason(exc)
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+                raise UnreachableError(reason) from None
+            raise TransientError(reason, network=True) from None
+        except httpx.HTTPError as exc:  # e.g. DecodingError on a broken gzip body
+            raise TransientError(f"bad response: {exc}") from None
+
+    async def _read_reply(self, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
+        if not 200 <= response.status_code < 300:
+            body = await _read_capped(response, 64 * 1024)
+            raise classify_status(response, body)
+        ctype = response.headers.get("content-type", "")
+        if "text/event-stream" in ctype:
+            return await self._read_stream(response, on_delta)
+        if "json" in ctype:
+            limit = self.settings.max_reply_chars * 4 + 64 * 1024
+            body = await _read_capped(response, limit)
+            return await self._parse_body(body, on_delta)
+        raise UnreachableError(
+            f"the server answered {ctype.split(';')[0] or 'something'} instead of the API "
+            "(a captive portal or proxy login page?)",
+            captive=True,
+        )
+
+    async def _parse_body(self, body: bytes, on_delta: DeltaCallback | None) -> Reply:
+        try:
+            data = json.loads(body, strict=False)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise TransientError("the reply was not a complete chat completion") from None
+        if not finish:
+            raise TransientError("the reply has no finish_reason")
+        text = sanitize(text)
+        capped = len(text) > self.settings.max_reply_chars
+        if capped:
+            text = self._cap(text[: self.settings.max_reply_chars], "too long")
+        if on_delta is not None:
+            result = on_delta(text)  # non-streaming: the whole reply is one delta
+            if result is not None:
+                await result
+        return Reply(text, str(finish), data.get("model"), capped)
+
+    def _cap(self, text: str, why: str) -> str:
+        return text + CAP_MARKER.format(limit=f"{len(text):,} characters", why=why)
+
+    async def _read_stream(self, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
+        from httpx_sse import EventSource, SSEError
+
+        limit = self.settings.max_reply_chars
+        deadline = time.monotonic() + self.settings.max_reply_seconds
+        cleaner = StreamSanitizer()
+        parts: list[str] = []
+        size = 0
+        finish: str | None = None
+        model: str | None = None
+
+        async def emit(raw: str) -> None:
+            nonlocal size
+            clean = cleaner.feed(raw)
+            if clean:
+                parts.append(clean)
+                size += len(clean)
+                if on_delta is not None:
+                    result = on_delta(clean)
+                    if result is not None:
+                        await result
+
+        try:
+            async for event in EventSource(response).aiter_sse():
+                data = event.data.strip()
+                if not data:
+                    continue
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(data, strict=False)
+                except ValueError:
+                    raise TransientError("the stream had a malformed chunk") from None
+                if not isinstance(chunk, dict):
+                    raise TransientError("the stream had a malformed chunk")
+                if "error" in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise TransientError(f"the server failed mid-reply: {sanitize(str(msg))[:300]}")
+                model = chunk.get("model") or model
+                for choice in chunk.get("choices") or []:
+                    if not isinstance(choice, dict):
+                        raise TransientError("the stream had a malformed chunk")
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if content:
+                        await emit(str(content))
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+                if size > limit:
+                    text = "".join(parts)[:limit]
+                    return Reply(self._cap(text, "too long"), "length", model, True)
+                if time.monotonic() > deadline:
+                    text = "".join(parts)
+                    why = f"still streaming after {self.settings.max_reply_seconds:.0f} s"
+                    return Reply(self._cap(text, why), "length", model, True)
+        except SSEError as exc:
+            raise TransientError(f"bad stream: {exc}") from None
+        tail = cleaner.flush()
+        if tail:
+            parts.append(tail)
+        if finish is None:
+            raise TransientError("the stream ended before the reply was finished")
+        return Reply("".join(parts), finish, model)
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of a body: a hostile server can't exhaust memory."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    names = {
+        httpx.ConnectTimeout: "connecting timed out",
+        httpx.ReadTimeout: "the server stopped sending (read timeout)",
+        httpx.WriteTimeout: "sending timed out",
+        httpx.PoolTimeout: "no connection available",
+        httpx.RemoteProtocolError: "the connection was cut",
+    }
+    for cls, text in names.items():
+        if isinstance(exc, cls):
+            return text
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect: {detail}"
+    return f"network error: {detail}"

@@ -1,0 +1,348 @@
+"""The delivery engine: every message goes enqueue → claim → send → complete.
+
+There is no other path. The TUI, ``chat-tui send``/``sync`` and the tests all
+drive this class, online or not; offline is only a state in which claiming
+waits. See DESIGN.md "One path for every message" for the contract.
+
+The engine does I/O and reports what happened through one ``listener``
+callback with small event objects; it never touches a widget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backoff import retry_delay
+from .config import Settings
+from .endpoint import (
+    AuthError,
+    DeliveryError,
+    Endpoint,
+    PermanentError,
+    TransientError,
+    UnreachableError,
+)
+from .reachability import Reachability
+from .store import Claim, Message, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+EXPIRY_SWEEP = 30.0  # seconds between max_age sweeps
+IDLE_RECHECK = 1.0  # how often an idle sender looks for work written by other processes
+
+
+# -- events the engine reports --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChanged:
+    """A message's state (or attempts, error) changed."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStarted:
+    question: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDelta:
+    question: Message
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStored:
+    question: Message
+    reply: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAborted:
+    """The stream failed; whatever was shown of it is not the reply."""
+
+    question: Message
+    error: DeliveryError
+
+
+OutboxEvent = MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAborted
+Listener = Callable[[OutboxEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    message: Message
+    duplicate: bool
+
+
+def make_owner_id() -> str:
+    """A lease owner name unique to this process (host, pid, random)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        endpoint: Endpoint,
+        reachability: Reachability,
+        settings: Settings,
+        *,
+        listener: Listener | None = None,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.endpoint = endpoint
+        self.reachability = reachability
+        self.settings = settings
+        self.owner = owner or make_owner_id()
+        self._listener = listener
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._in_flight: dict[int, asyncio.Task[None]] = {}  # conversation id → send task
+        self._last_sweep = 0.0
+        self.delivered = 0  # counters for `sync` and the benchmarks
+        self.failures = 0
+
+    # -- the user's side --------------------------------------------------------------------
+
+    async def submit(self, conversation_id: int | None, text: str) -> SubmitResult:
+        """Queue a message durably. Returns after the commit; raises StoreError if it can't."""
+        message, duplicate = await self.store.enqueue(
+            conversation_id, text, dedup_window=self.settings.dedup_window
+        )
+        if not duplicate:
+            self._emit(MessageChanged(message))
+        self.wake()
+        self.reachability.probe_now()
+        return SubmitResult(message, duplicate)
+
+    async def retry(self, message_id: int, *, text: str | None = None) -> Message:
+        message = await self.store.retry(message_id, text=text)
+        self._emit(MessageChanged(message))
+        self.wake()
+        self.reachability.probe_now()
+        return message
+
+    async def cancel(self, message_id: int) -> Message:
+        message = await self.store.cancel(message_id)
+        self._emit(MessageChanged(message))
+        self.wake()
+        return message
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def sending(self) -> int:
+        return len(self._in_flight)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, *, until_empty: bool = False) -> None:
+        """Deliver until cancelled (or, with ``until_empty``, until nothing is deliverable).
+
+        ``until_empty`` stops once no message can go out without the user:
+        messages behind a failed one wait for the user and do not keep it
+        running. While offline it keeps waiting; give it a timeout from outside.
+        """
+        try:
+            while True:
+                await self._sweep_expired()
+                if self.reachability.online:
+                    await self._fill_slots()
+                if until_empty and not self._in_flight and await self.store.waiting_count() == 0:
+                    return
+                await self._wait_for_work()
+        finally:
+            await self._stop_in_flight()
+
+    async def deliver_available(self) -> int:
+        """Send what is deliverable now, then return how many were delivered.
+
+        Used by ``chat-tui sync --once``: no waiting for backoff or for a
+        network that is not there.
+        """
+        before = self.delivered
+        await self._sweep_expired()
+        while True:
+            await self._fill_slots()
+            if not self._in_flight:
+                return self.delivered - before
+            await asyncio.wait(self._in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
+            if not self.reachability.online:
+                await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+                return self.delivered - before
+
+    async def _fill_slots(self) -> None:
+        while len(self._in_flight) < self.settings.concurrency and self.reachability.online:
+            claim = await self.store.claim_next(
+                self.owner,
+                lease_seconds=self.settings.lease_seconds,
+                exclude_conversations=self._in_flight.keys(),
+            )
+            if claim is None:
+                return
+            cid = claim.message.conversation_id
+            task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.message.id}")
+            self._in_flight[cid] = task
+            task.add_done_callback(lambda _t, cid=cid: self._finished(cid))
+
+    def _finished(self, conversation_id: int) -> None:
+        self._in_flight.pop(conversation_id, None)
+        self._wake.set()
+
+    async def _wait_for_work(self) -> None:
+        """Sleep until something could have changed: a wake, a due time, reachability."""
+        timeout = IDLE_RECHECK
+        if self.reachability.online:
+            due = await self.store.next_due()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - time.time()))
+        self._wake.clear()
+        waiters = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.reachability.wait_change()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _sweep_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < EXPIRY_SWEEP:
+            return
+        self._last_sweep = now
+        for message in await self.store.expire_old(self.settings.max_age):
+            self._emit(MessageChanged(message))
+
+    async def _stop_in_flight(self) -> None:
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(StoreError):
+            await asyncio.shield(self.store.release_all(self.owner))
+
+    # -- one delivery ------------------------------------------------------------------------
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            await self._send(claim)
+        except StoreError as exc:
+            # The database refused a write (disk full, locked too long). The
+            # lease runs out and the message is tried again; nothing is lost.
+            log.warning("delivery of message %s not recorded: %s", claim.message.id, exc)
+
+    async def _send(self, claim: Claim) -> None:
+        question = claim.message
+        self._emit(MessageChanged(question))
+        self._emit(ReplyStarted(question))
+        conversation = claim.conversation
+        system_prompt = conversation.system_prompt or self.settings.system_prompt
+        request = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        request += claim.history
+        request.append({"role": "user", "content": question.content})
+        model = conversation.model or self.settings.model
+
+        renewer = asyncio.create_task(self._renew_lease(claim))
+        try:
+            reply = await self.endpoint.chat(
+                request,
+                model=model,
+                idempotency_key=question.key or str(question.id),
+                on_delta=lambda text: self._emit(ReplyDelta(question, text)),
+            )
+        except DeliveryError as error:
+            renewer.cancel()
+            self._emit(ReplyAborted(question, error))
+            await self._handle_failure(claim, error)
+            return
+        except asyncio.CancelledError:
+            renewer.cancel()
+            self._emit(ReplyAborted(question, TransientError("stopped")))
+            raise
+        finally:
+            renewer.cancel()
+        self.reachability.report_success()
+        stored = await self.store.complete(
+            question.id, self.owner, reply.text, meta={"model": reply.model or model,
+                                                       "finish_reason": reply.finish_reason}
+        )
+        if stored is None:
+            log.info("message %s was taken over by another sender; reply dropped", question.id)
+            return
+        self.delivered += 1
+        delivered = await self.store.get_message(question.id)
+        if delivered is not None:
+            self._emit(MessageChanged(delivered))
+            self._emit(ReplyStored(delivered, stored))
+
+    async def _renew_lease(self, claim: Claim) -> None:
+        """Keep the lease while a long reply streams, so nobody else takes it over."""
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            expires = time.time() + self.settings.lease_seconds
+            try:
+                if not await self.store.renew_lease(claim.message.id, self.owner, expires):
+                    return
+            except StoreError:
+                log.warning("could not renew the lease of message %s", claim.message.id)
+
+    async def _handle_failure(self, claim: Claim, error: DeliveryError) -> None:
+        message_id = claim.message.id
+        self.failures += 1
+        now = time.time()
+        updated: Message | None
+        if isinstance(error, PermanentError):
+            updated = await self.store.fail(message_id, self.owner, error.reason)
+        elif isinstance(error, AuthError):
+            self.reachability.report_auth_error(error.reason)
+            updated = await self.store.release(
+                message_id, self.owner, error=error.reason, next_attempt_at=now,
+                charge_attempt=False, max_attempts=self.settings.max_attempts,
+            )
+        elif isinstance(error, UnreachableError):
+            self.reachability.report_unreachable(error.reason, captive=error.captive)
+            updated = await self.store.release(
+                message_id, self.owner, error=error.reason, next_attempt_at=now,
+                charge_attempt=False, max_attempts=self.settings.max_attempts,
+            )
+        else:
+            assert isinstance(error, TransientError)
+            if error.network:
+                self.reachability.report_unreachable(error.reason)
+            delay = retry_delay(
+                claim.message.attempts,
+                error.retry_after,
+                base=self.settings.backoff_base,
+                cap=self.settings.backoff_cap,
+                rng=self._rng,
+            )
+            updated = await self.store.release(
+                message_id, self.owner, error=error.reason, next_attempt_at=now + delay,
+                charge_attempt=True, max_attempts=self.settings.max_attempts,
+            )
+        if updated is not None:
+            self._emit(MessageChanged(updated))
+
+    def _emit(self, event: OutboxEvent) -> None:
+        if self._listener is not None:
+            try:
+                self._listener(event)
+            except Exception:  # a display bug must never stop delivery
+                log.exception("outbox listener failed")

@@ -1,0 +1,158 @@
+"""Is the endpoint there? One watcher per process, shared by the UI and the sender.
+
+States: ``unknown`` (starting), ``online``, ``offline``, ``captive`` (something
+answered, but not the API), ``auth_error`` (401/403). Delivery runs only while
+``online``. While not online the watcher probes ``GET /models`` on a jittered
+schedule from about 1 s up to ``probe_cap`` (15 s); a submit or the user's
+"retry now" probes at once. A network error during a delivery makes the state
+``offline`` immediately, without waiting for the next probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backoff import ProbeSchedule
+from .endpoint import Endpoint
+
+STATES = ("unknown", "online", "offline", "captive", "auth_error")
+ONLINE_RECHECK = 30.0  # seconds between probes while all is well
+
+
+@dataclass(frozen=True, slots=True)
+class ReachabilityState:
+    state: str
+    detail: str
+    since: float  # wall clock
+    next_probe_at: float | None  # wall clock, None while a probe runs
+
+    def describe(self) -> str:
+        """One line for a person: what is wrong, in plain words."""
+        return {
+            "unknown": "checking the endpoint…",
+            "online": "online",
+            "offline": f"offline — no connection ({self.detail})",
+            "captive": f"a network login page is in the way ({self.detail})",
+            "auth_error": f"the endpoint refused the API key ({self.detail})",
+        }[self.state]
+
+
+class Reachability:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        probe_cap: float = 15.0,
+        on_change: Callable[[ReachabilityState], None] | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._schedule = ProbeSchedule(first=1.0, cap=probe_cap)
+        self._on_change = on_change
+        self._wake = asyncio.Event()
+        self._online = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._probe_at = 0.0  # monotonic; 0 = probe now
+        self._probing = False
+        self.current = ReachabilityState("unknown", "", time.time(), None)
+
+    @property
+    def state(self) -> str:
+        return self.current.state
+
+    @property
+    def online(self) -> bool:
+        return self.current.state == "online"
+
+    # -- what the rest of the program tells us ---------------------------------------
+
+    def probe_now(self) -> None:
+        """Check at once (a submit, or the user pressed retry-now)."""
+        if not self.online:
+            self._probe_at = 0.0
+            self._wake.set()
+
+    def report_success(self) -> None:
+        if not self.online:
+            self._set("online", "a reply arrived")
+            self._probe_at = time.monotonic() + ONLINE_RECHECK
+
+    def report_unreachable(self, reason: str, *, captive: bool = False) -> None:
+        self._set("captive" if captive else "offline", reason)
+        self._probe_at = time.monotonic() + self._schedule.next_delay()
+        self._wake.set()
+
+    def report_auth_error(self, reason: str) -> None:
+        self._set("auth_error", reason)
+        self._probe_at = time.monotonic() + self._schedule.next_delay()
+        self._wake.set()
+
+    async def wait_online(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._online.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_change(self, timeout: float | None = None) -> None:
+        """Return when the state changes (or after ``timeout``)."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # -- the watcher -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Probe forever on the schedule. Run it as one long-lived task."""
+        while True:
+            delay = self._probe_at - time.monotonic()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            self._probing = True
+            self._publish()
+            result = await self._endpoint.probe()
+            self._probing = False
+            if result.state == "online":
+                self._schedule.reset()
+                self._probe_at = time.monotonic() + ONLINE_RECHECK
+            else:
+                self._probe_at = time.monotonic() + self._schedule.next_delay()
+            self._set(result.state, result.detail, force=True)
+
+    def _next_probe_wall(self) -> float | None:
+        if self._probing:
+            return None
+        return time.time() + max(0.0, self._probe_at - time.monotonic())
+
+    def _set(self, state: str, detail: str, *, force: bool = False) -> None:
+        changed = state != self.current.state
+        if not changed and not force and detail == self.current.detail:
+            return
+        since = time.time() if changed else self.current.since
+        self.current = ReachabilityState(state, detail, since, self._next_probe_wall())
+        if state == "online":
+            self._online.set()
+        else:
+            self._online.clear()
+        self._publish(refresh=False)
+        if changed:
+            asyncio.get_running_loop().create_task(self._notify_waiters())
+
+    def _publish(self, *, refresh: bool = True) -> None:
+        if refresh:
+            self.current = ReachabilityState(
+                self.current.state, self.current.detail, self.current.since,
+                self._next_probe_wall(),
+            )
+        if self._on_change is not None:
+            self._on_change(self.current)
+
+    async def _notify_waiters(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

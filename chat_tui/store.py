@@ -1,0 +1,989 @@
+"""SQLite storage through aiosqlite: schema, migrations, and every query.
+
+Durability decisions (see DESIGN.md, "One path for every message"):
+
+* WAL with ``synchronous=FULL``: a laptop losing power is a power loss, and a
+  message the UI shows as queued must survive it.
+* Every write runs in ``BEGIN IMMEDIATE`` so two processes never deadlock on a
+  read-to-write upgrade; ``busy_timeout`` makes them wait for each other.
+* One connection per process, guarded by an asyncio lock: aiosqlite runs
+  statements on one thread, and two coroutines must never interleave the
+  statements of their transactions.
+
+Ordering: user messages take ``seq`` 10, 20, 30… in their conversation. A
+reply to the user message at ``seq`` s is stored at s+5 and notices about it at
+s+1…s+4. So a conversation reads in order by ``seq`` alone, and the unique
+index on ``(conversation_id, seq)`` makes a second reply to the same message
+impossible at the database level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+SEQ_STEP = 10
+REPLY_OFFSET = 5
+MAX_NOTICES_PER_MESSAGE = 4
+
+USER_STATES = ("queued", "sending", "delivered", "failed", "expired", "cancelled")
+PENDING_STATES = ("queued", "sending", "failed", "expired")  # in the outbox
+SETTLED_STATES = ("delivered", "cancelled")  # no longer block their conversation
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message names the file and the cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: int
+    title: str
+    model: str | None
+    system_prompt: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    conversation_id: int
+    seq: int
+    role: str
+    content: str
+    state: str
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    reply_to: int | None = None
+    key: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    next_attempt_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The shape `chat-tui show --json` promises."""
+        return {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "state": self.state,
+            "created_at": self.created_at,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A message this process holds the lease on, with the request context."""
+
+    message: Message
+    conversation: Conversation
+    history: list[dict[str, str]]  # earlier delivered turns, oldest first, excluding this one
+    owner: str
+    lease_expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    message: Message
+    conversation_title: str
+    lease_owner: str | None
+    lease_expires: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        m = self.message
+        return {
+            "message_id": m.id,
+            "conversation_id": m.conversation_id,
+            "conversation_title": self.conversation_title,
+            "state": m.state,
+            "attempts": m.attempts,
+            "next_attempt_at": m.next_attempt_at,
+            "last_error": m.error,
+            "created_at": m.created_at,
+            "preview": m.content[:80],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    message: Message
+    conversation_title: str
+    snippet: str
+
+
+@dataclass(frozen=True, slots=True)
+class PastQuestion:
+    """A user question that got a reply: what offline answers are made from."""
+
+    message_id: int
+    conversation_id: int
+    conversation_title: str
+    question: str
+    answer: str
+    asked_at: float
+
+
+SCHEMA_V1 = """
+CREATE TABLE conversations (
+    id            INTEGER PRIMARY KEY,
+    title         TEXT    NOT NULL DEFAULT '',
+    model         TEXT,
+    system_prompt TEXT,
+    created_at    REAL    NOT NULL,
+    updated_at    REAL    NOT NULL,
+    next_seq      INTEGER NOT NULL DEFAULT 10
+);
+CREATE INDEX conversations_by_activity ON conversations(updated_at DESC);
+
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    role            TEXT    NOT NULL CHECK (role IN ('user', 'assistant', 'notice')),
+    content         TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    created_at      REAL    NOT NULL,
+    updated_at      REAL    NOT NULL,
+    error           TEXT,
+    reply_to        INTEGER,
+    key             TEXT,
+    meta            TEXT
+);
+CREATE UNIQUE INDEX messages_in_order ON messages(conversation_id, seq);
+-- The claim query asks "is anything earlier in this conversation unsettled?";
+-- this partial index keeps that a seek however long the history is.
+CREATE INDEX messages_unsettled ON messages(conversation_id, seq)
+    WHERE role = 'user' AND state NOT IN ('delivered', 'cancelled');
+CREATE INDEX messages_changed ON messages(updated_at);
+
+CREATE TABLE outbox (
+    message_id      INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    conversation_id INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL    NOT NULL,
+    lease_owner     TEXT,
+    lease_expires   REAL,
+    last_error      TEXT,
+    enqueued_at     REAL    NOT NULL
+);
+CREATE INDEX outbox_due ON outbox(next_attempt_at);
+
+CREATE TABLE drafts (
+    conversation_id INTEGER PRIMARY KEY,  -- 0: the composer of a conversation not yet created
+    text            TEXT NOT NULL,
+    updated_at      REAL NOT NULL
+);
+
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+"""
+
+# Each entry upgrades the schema by one version; append, never edit.
+MIGRATIONS: list[str] = [SCHEMA_V1]
+
+_MESSAGE_COLUMNS = (
+    "m.id, m.conversation_id, m.seq, m.role, m.content, m.state, m.created_at, m.updated_at, "
+    "COALESCE(o.last_error, m.error) AS error, m.reply_to, m.key, m.meta, "
+    "COALESCE(o.attempts, 0) AS attempts, o.next_attempt_at"
+)
+_MESSAGE_FROM = "messages m LEFT JOIN outbox o ON o.message_id = m.id"
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        role=row["role"],
+        content=row["content"],
+        state=row["state"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        error=row["error"],
+        reply_to=row["reply_to"],
+        key=row["key"],
+        meta=json.loads(row["meta"]) if row["meta"] else {},
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+    )
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        model=row["model"],
+        system_prompt=row["system_prompt"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def title_from(text: str, limit: int = 60) -> str:
+    """A conversation's title: the first non-empty line of its first message."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _secure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+
+
+class Store:
+    """The only code that talks SQL. Create with ``await Store.open(path)``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    # -- opening and closing ------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Store:
+        path = Path(path)
+        try:
+            _secure_dir(path.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot create data directory {path.parent}: {exc.strerror}") from None
+        if not path.exists():
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except OSError as exc:
+                raise StoreError(f"cannot create database {path}: {exc.strerror}") from None
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        db.row_factory = sqlite3.Row
+        store = cls(db, path)
+        try:
+            await store._configure()
+            await store._migrate()
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise StoreError(_explain_db_error(path, exc)) from None
+        with contextlib.suppress(OSError):
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(path) + suffix)
+                if p.exists():
+                    os.chmod(p, 0o600)
+        return store
+
+    async def _configure(self) -> None:
+        await self._db.execute("PRAGMA busy_timeout = 10000")
+        await self._db.execute("PRAGMA foreign_keys = ON")
+        row = await (await self._db.execute("PRAGMA journal_mode = WAL")).fetchone()
+        if row is None or str(row[0]).lower() != "wal":
+            # e.g. a read-only directory: WAL needs to create -wal/-shm files.
+            raise sqlite3.OperationalError(f"could not enable WAL (journal_mode={row and row[0]})")
+        await self._db.execute("PRAGMA synchronous = FULL")
+
+    async def _migrate(self) -> None:
+        version = await self._scalar("PRAGMA user_version")
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} was written by a newer chat-tui (schema {version}); "
+                "upgrade chat-tui to open it"
+            )
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with self._lock:
+                # executescript commits first; wrap the script in our own
+                # transaction so a crash mid-migration leaves the old version.
+                await self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
+                )
+
+    async def close(self) -> None:
+        async with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                # Fold the WAL back so the database file stands alone.
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._db.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        row = await (await self._db.execute(sql, tuple(params))).fetchone()
+        return None if row is None else row[0]
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreError(_explain_db_error(self.path, exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(_explain_db_error(self.path, exc)) from None
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
+                raise StoreError(_explain_db_error(self.path, exc)) from None
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
+                raise
+            try:
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
+                raise StoreError(_explain_db_error(self.path, exc)) from None
+
+    async def _fetch_message(self, db: aiosqlite.Connection, message_id: int) -> Message | None:
+        cur = await db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE m.id = ?", (message_id,)
+        )
+        row = await cur.fetchone()
+        return None if row is None else _message(row)
+
+    # -- conversations ----------------------------------------------------------
+
+    async def _insert_conversation(
+        self, db: aiosqlite.Connection, title: str, now: float,
+        model: str | None = None, system_prompt: str | None = None,
+    ) -> int:
+        cur = await db.execute(
+            "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (title, model, system_prompt, now, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def create_conversation(
+        self, title: str = "", *, model: str | None = None, system_prompt: str | None = None
+    ) -> Conversation:
+        async with self._write() as db:
+            cid = await self._insert_conversation(db, title, time.time(), model, system_prompt)
+        conv = await self.get_conversation(cid)
+        assert conv is not None
+        return conv
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        async with self._read() as db:
+            cur = await db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+            row = await cur.fetchone()
+        return None if row is None else _conversation(row)
+
+    async def list_conversations(self, limit: int = 10_000) -> list[Conversation]:
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT * FROM conversations ORDER BY updated_at DESC, id DESC LIMIT ?", (limit,)
+            )
+            return [_conversation(r) for r in await cur.fetchall()]
+
+    async def rename_conversation(self, conversation_id: int, title: str) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title.strip(), conversation_id)
+            )
+
+    async def configure_conversation(
+        self, conversation_id: int, *, model: str | None, system_prompt: str | None
+    ) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE conversations SET model = ?, system_prompt = ? WHERE id = ?",
+                (model or None, system_prompt or None, conversation_id),
+            )
+
+    async def delete_conversation(self, conversation_id: int) -> None:
+        async with self._write() as db:
+            await db.execute("DELETE FROM outbox WHERE conversation_id = ?", (conversation_id,))
+            await db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            await db.execute("DELETE FROM drafts WHERE conversation_id = ?", (conversation_id,))
+            await db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # -- messages -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        conversation_id: int | None,
+        text: str,
+        *,
+        dedup_window: float = 0.0,
+        now: float | None = None,
+    ) -> tuple[Message, bool]:
+        """Store a user message and its outbox entry in one transaction.
+
+        Returns ``(message, is_duplicate)``. When the same text is still queued
+        in the conversation and was queued within ``dedup_window`` seconds, the
+        existing message is returned and nothing is written. With
+        ``conversation_id=None`` a conversation is created, titled from the text.
+        """
+        now = time.time() if now is None else now
+        async with self._write() as db:
+            if conversation_id is None:
+                conversation_id = await self._insert_conversation(db, title_from(text), now)
+            else:
+                cur = await db.execute(
+                    "SELECT title FROM conversations WHERE id = ?", (conversation_id,)
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise StoreError(f"no conversation with id {conversation_id}")
+                if dedup_window > 0:
+                    cur = await db.execute(
+                        "SELECT id FROM messages WHERE conversation_id = ? AND role = 'user' "
+                        "AND state IN ('queued', 'sending') AND content = ? AND created_at >= ? "
+                        "ORDER BY seq DESC LIMIT 1",
+                        (conversation_id, text, now - dedup_window),
+                    )
+                    dup = await cur.fetchone()
+                    if dup is not None:
+                        existing = await self._fetch_message(db, dup["id"])
+                        assert existing is not None
+                        return existing, True
+                if not row["title"]:
+                    await db.execute(
+                        "UPDATE conversations SET title = ? WHERE id = ?",
+                        (title_from(text), conversation_id),
+                    )
+            seq = await self._scalar(
+                "UPDATE conversations SET next_seq = next_seq + ?, updated_at = ? WHERE id = ? "
+                "RETURNING next_seq - ?",
+                (SEQ_STEP, now, conversation_id, SEQ_STEP),
+            )
+            cur = await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, key) VALUES (?, ?, 'user', ?, 'queued', ?, ?, ?)",
+                (conversation_id, seq, text, now, now, str(uuid.uuid4())),
+            )
+            message_id = cur.lastrowid
+            await db.execute(
+                "INSERT INTO outbox (message_id, conversation_id, next_attempt_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (message_id, conversation_id, now, now),
+            )
+            await db.execute("DELETE FROM drafts WHERE conversation_id IN (?, 0)", (conversation_id,))
+            assert message_id is not None
+            message = await self._fetch_message(db, message_id)
+        assert message is not None
+        return message, False
+
+    async def get_message(self, message_id: int) -> Message | None:
+        async with self._read() as db:
+            return await self._fetch_message(db, message_id)
+
+    async def messages_page(
+        self, conversation_id: int, *, before_seq: int | None = None, limit: int = 100
+    ) -> list[Message]:
+        """The newest ``limit`` messages before ``before_seq``, oldest first.
+
+        One index range scan on (conversation_id, seq): the cost does not grow
+        with the length of the conversation.
+        """
+        before = before_seq if before_seq is not None else 2**62
+        async with self._read() as db:
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                "WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
+                (conversation_id, before, limit),
+            )
+            rows = await cur.fetchall()
+        return [_message(r) for r in reversed(rows)]
+
+    async def messages_around(
+        self, conversation_id: int, seq: int, *, limit: int = 100
+    ) -> list[Message]:
+        """A page that contains ``seq`` (for opening a search hit), oldest first."""
+        half = limit // 2
+        async with self._read() as db:
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                "WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
+                (conversation_id, seq, half),
+            )
+            before = list(reversed(await cur.fetchall()))
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                "WHERE m.conversation_id = ? AND m.seq >= ? ORDER BY m.seq LIMIT ?",
+                (conversation_id, seq, limit - len(before)),
+            )
+            after = await cur.fetchall()
+        return [_message(r) for r in (*before, *after)]
+
+    async def all_messages(self, conversation_id: int) -> list[Message]:
+        async with self._read() as db:
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                "WHERE m.conversation_id = ? ORDER BY m.seq",
+                (conversation_id,),
+            )
+            return [_message(r) for r in await cur.fetchall()]
+
+    async def messages_changed_since(self, since: float) -> list[Message]:
+        """Messages written at or after ``since`` (live refresh across processes)."""
+        async with self._read() as db:
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                "WHERE m.updated_at >= ? ORDER BY m.conversation_id, m.seq",
+                (since,),
+            )
+            return [_message(r) for r in await cur.fetchall()]
+
+    async def add_notice(
+        self, reply_to: Message, content: str, meta: dict[str, Any] | None = None
+    ) -> Message | None:
+        """A local note about a user message (e.g. an offline answer); never sent."""
+        now = time.time()
+        async with self._write() as db:
+            taken = await self._scalar(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND seq > ? AND seq < ?",
+                (reply_to.conversation_id, reply_to.seq, reply_to.seq + REPLY_OFFSET),
+            )
+            if taken >= MAX_NOTICES_PER_MESSAGE:
+                return None
+            cur = await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, reply_to, meta) VALUES (?, ?, 'notice', ?, 'complete', ?, ?, ?, ?)",
+                (reply_to.conversation_id, reply_to.seq + 1 + taken, content, now, now,
+                 reply_to.id, json.dumps(meta or {})),
+            )
+            assert cur.lastrowid is not None
+            return await self._fetch_message(db, cur.lastrowid)
+
+    # -- the outbox -----------------------------------------------------------------
+
+    async def claim_next(
+        self, owner: str, *, lease_seconds: float, now: float | None = None,
+        exclude_conversations: Iterable[int] = (),
+    ) -> Claim | None:
+        """Lease the oldest deliverable message, or return None.
+
+        Deliverable: queued (or ``sending`` under an expired lease: its holder
+        died), due, and every earlier user message of its conversation settled.
+        """
+        now = time.time() if now is None else now
+        excluded = tuple(exclude_conversations)
+        not_in = f"AND m.conversation_id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        async with self._write() as db:
+            cur = await db.execute(
+                f"""
+                SELECT m.id FROM outbox o JOIN messages m ON m.id = o.message_id
+                WHERE m.state IN ('queued', 'sending')
+                  AND o.next_attempt_at <= ?
+                  AND (o.lease_expires IS NULL OR o.lease_expires <= ?)
+                  {not_in}
+                  AND NOT EXISTS (
+                      SELECT 1 FROM messages p
+                      WHERE p.conversation_id = m.conversation_id AND p.role = 'user'
+                        AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq)
+                ORDER BY m.id LIMIT 1
+                """,
+                (now, now, *excluded),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            message_id = row["id"]
+            expires = now + lease_seconds
+            await db.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_expires = ? WHERE message_id = ?",
+                (owner, expires, message_id),
+            )
+            await db.execute(
+                "UPDATE messages SET state = 'sending', updated_at = ? WHERE id = ?",
+                (now, message_id),
+            )
+            message = await self._fetch_message(db, message_id)
+            assert message is not None
+            cur = await db.execute(
+                "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
+            )
+            conversation = _conversation(await cur.fetchone())  # type: ignore[arg-type]
+            cur = await db.execute(
+                """
+                SELECT u.content AS question, a.content AS answer
+                FROM messages u JOIN messages a
+                  ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
+                 AND a.role = 'assistant'
+                WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
+                  AND u.seq < ?
+                ORDER BY u.seq
+                """,
+                (REPLY_OFFSET, message.conversation_id, message.seq),
+            )
+            history: list[dict[str, str]] = []
+            for turn in await cur.fetchall():
+                history.append({"role": "user", "content": turn["question"]})
+                history.append({"role": "assistant", "content": turn["answer"]})
+        return Claim(message, conversation, history, owner, expires)
+
+    async def renew_lease(self, message_id: int, owner: str, expires: float) -> bool:
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET lease_expires = ? WHERE message_id = ? AND lease_owner = ?",
+                (expires, message_id, owner),
+            )
+            return cur.rowcount == 1
+
+    async def complete(
+        self, message_id: int, owner: str, reply: str, *, meta: dict[str, Any] | None = None
+    ) -> Message | None:
+        """Store the reply, mark the question delivered, drop the outbox entry.
+
+        Only the lease holder may complete; if another process took the
+        message over (our lease expired), our reply is discarded and None is
+        returned, so a message never gets two replies.
+        """
+        now = time.time()
+        async with self._write() as db:
+            held = await self._scalar(
+                "SELECT lease_owner FROM outbox o JOIN messages m ON m.id = o.message_id "
+                "WHERE o.message_id = ? AND m.state = 'sending'",
+                (message_id,),
+            )
+            if held != owner:
+                return None
+            question = await self._fetch_message(db, message_id)
+            assert question is not None
+            cur = await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, 'complete', ?, ?, ?, ?)",
+                (question.conversation_id, question.seq + REPLY_OFFSET, reply, now, now,
+                 message_id, json.dumps(meta or {})),
+            )
+            reply_id = cur.lastrowid
+            await db.execute(
+                "UPDATE messages SET state = 'delivered', error = NULL, updated_at = ? WHERE id = ?",
+                (now, message_id),
+            )
+            await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+            await db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?",
+                (now, question.conversation_id),
+            )
+            assert reply_id is not None
+            return await self._fetch_message(db, reply_id)
+
+    async def release(
+        self,
+        message_id: int,
+        owner: str,
+        *,
+        error: str,
+        next_attempt_at: float,
+        charge_attempt: bool,
+        max_attempts: int,
+    ) -> Message | None:
+        """Give a message back after a transient failure.
+
+        ``charge_attempt`` is false when the endpoint could not be reached at
+        all: waiting while offline costs no attempts. A message that used up
+        ``max_attempts`` becomes ``failed``.
+        """
+        now = time.time()
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?, last_error = ?, "
+                "lease_owner = NULL, lease_expires = NULL "
+                "WHERE message_id = ? AND lease_owner = ? RETURNING attempts",
+                (1 if charge_attempt else 0, next_attempt_at, error, message_id, owner),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            state = "failed" if row["attempts"] >= max_attempts else "queued"
+            await db.execute(
+                "UPDATE messages SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+                (state, error, now, message_id),
+            )
+            return await self._fetch_message(db, message_id)
+
+    async def fail(self, message_id: int, owner: str | None, error: str) -> Message | None:
+        """Mark a message ``failed`` (a permanent error); it blocks its conversation."""
+        now = time.time()
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET last_error = ?, lease_owner = NULL, lease_expires = NULL "
+                "WHERE message_id = ? AND (? IS NULL OR lease_owner = ?)",
+                (error, message_id, owner, owner),
+            )
+            if cur.rowcount != 1:
+                return None
+            await db.execute(
+                "UPDATE messages SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                (error, now, message_id),
+            )
+            return await self._fetch_message(db, message_id)
+
+    async def release_all(self, owner: str) -> int:
+        """Give back every lease this process holds (on a clean exit)."""
+        now = time.time()
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE messages SET state = 'queued', updated_at = ? WHERE state = 'sending' "
+                "AND id IN (SELECT message_id FROM outbox WHERE lease_owner = ?)",
+                (now, owner),
+            )
+            cur = await db.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?",
+                (owner,),
+            )
+            return cur.rowcount
+
+    async def expire_old(self, max_age: float, now: float | None = None) -> list[Message]:
+        """Queued messages older than ``max_age`` become ``expired`` (kept, resendable)."""
+        if max_age <= 0:
+            return []
+        now = time.time() if now is None else now
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE messages SET state = 'expired', error = 'not delivered within max_age', "
+                "updated_at = ? WHERE role = 'user' AND state = 'queued' AND created_at < ? "
+                "RETURNING id",
+                (now, now - max_age),
+            )
+            ids = [r["id"] for r in await cur.fetchall()]
+            return [m for i in ids if (m := await self._fetch_message(db, i)) is not None]
+
+    async def retry(self, message_id: int, *, text: str | None = None) -> Message:
+        """Put a failed, expired or queued message back at the front of its queue.
+
+        ``text`` replaces the content (edit before resending).
+        """
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no queued message with id {message_id}")
+            if message.state not in ("failed", "expired", "queued", "cancelled"):
+                raise StoreError(f"message {message_id} is {message.state}; nothing to retry")
+            if text is not None and text.strip():
+                await db.execute(
+                    "UPDATE messages SET content = ? WHERE id = ?", (text, message_id)
+                )
+            await db.execute(
+                "UPDATE messages SET state = 'queued', error = NULL, updated_at = ? WHERE id = ?",
+                (now, message_id),
+            )
+            await db.execute(
+                "INSERT INTO outbox (message_id, conversation_id, next_attempt_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(message_id) DO UPDATE SET attempts = 0, "
+                "next_attempt_at = excluded.next_attempt_at, last_error = NULL, "
+                "lease_owner = NULL, lease_expires = NULL",
+                (message_id, message.conversation_id, now, now),
+            )
+            result = await self._fetch_message(db, message_id)
+        assert result is not None
+        return result
+
+    async def cancel(self, message_id: int) -> Message:
+        """Cancel a message that is not being sent; it stays in history, marked."""
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no queued message with id {message_id}")
+            if message.state not in ("queued", "failed", "expired"):
+                raise StoreError(f"message {message_id} is {message.state}; it cannot be cancelled")
+            await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+            await db.execute(
+                "UPDATE messages SET state = 'cancelled', updated_at = ? WHERE id = ?",
+                (now, message_id),
+            )
+            result = await self._fetch_message(db, message_id)
+        assert result is not None
+        return result
+
+    async def next_due(self) -> float | None:
+        """When the earliest queued message is due (for sleeping the sender)."""
+        async with self._read() as db:
+            return await self._scalar(
+                "SELECT MIN(CASE WHEN o.lease_expires IS NOT NULL "
+                "THEN MAX(o.next_attempt_at, o.lease_expires) ELSE o.next_attempt_at END) "
+                "FROM outbox o JOIN messages m ON m.id = o.message_id "
+                "WHERE m.state IN ('queued', 'sending')"
+            )
+
+    async def queue_items(self) -> list[QueueItem]:
+        """Every message still in the outbox (queued, sending, failed, expired)."""
+        async with self._read() as db:
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS}, c.title AS conversation_title, o.lease_owner, "
+                "o.lease_expires FROM outbox o JOIN messages m ON m.id = o.message_id "
+                "JOIN conversations c ON c.id = m.conversation_id "
+                "ORDER BY m.conversation_id, m.seq"
+            )
+            return [
+                QueueItem(_message(r), r["conversation_title"], r["lease_owner"], r["lease_expires"])
+                for r in await cur.fetchall()
+            ]
+
+    async def counts(self) -> dict[str, int]:
+        """User messages by state (every state present, zeros included)."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT state, COUNT(*) AS n FROM messages WHERE role = 'user' GROUP BY state"
+            )
+            found = {r["state"]: r["n"] for r in await cur.fetchall()}
+        return {state: found.get(state, 0) for state in USER_STATES}
+
+    async def waiting_count(self) -> int:
+        """Queued messages that can still go out without the user's help.
+
+        A message behind a failed or expired one in its conversation waits for
+        the user, so it does not count.
+        """
+        async with self._read() as db:
+            return await self._scalar(
+                """
+                SELECT COUNT(*) FROM messages m
+                WHERE m.role = 'user' AND m.state IN ('queued', 'sending')
+                  AND NOT EXISTS (
+                      SELECT 1 FROM messages p
+                      WHERE p.conversation_id = m.conversation_id AND p.role = 'user'
+                        AND p.state IN ('failed', 'expired') AND p.seq < m.seq)
+                """
+            )
+
+    async def pending_count(self) -> int:
+        """Messages waiting to go out (queued or being sent): the queue counter."""
+        async with self._read() as db:
+            return await self._scalar(
+                "SELECT COUNT(*) FROM outbox o JOIN messages m ON m.id = o.message_id "
+                "WHERE m.state IN ('queued', 'sending')"
+            )
+
+    # -- drafts, meta, change detection ------------------------------------------------
+
+    async def save_draft(self, conversation_id: int | None, text: str) -> None:
+        key = conversation_id or 0
+        async with self._write() as db:
+            if text:
+                await db.execute(
+                    "INSERT INTO drafts (conversation_id, text, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(conversation_id) DO UPDATE SET text = excluded.text, "
+                    "updated_at = excluded.updated_at",
+                    (key, text, time.time()),
+                )
+            else:
+                await db.execute("DELETE FROM drafts WHERE conversation_id = ?", (key,))
+
+    async def load_draft(self, conversation_id: int | None) -> str:
+        async with self._read() as db:
+            return await self._scalar(
+                "SELECT text FROM drafts WHERE conversation_id = ?", (conversation_id or 0,)
+            ) or ""
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self._read() as db:
+            return await self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
+
+    async def data_version(self) -> int:
+        """Changes when another connection commits: cheap cross-process polling."""
+        async with self._read() as db:
+            return await self._scalar("PRAGMA data_version")
+
+    # -- history: search and offline answers -----------------------------------------------
+
+    async def search(self, query: str, *, limit: int = 50) -> list[SearchHit]:
+        """Full-text search of every message, best matches first."""
+        fts_query = _fts_query(query)
+        if not fts_query:
+            return []
+        async with self._read() as db:
+            cur = await db.execute(
+                f"SELECT {_MESSAGE_COLUMNS}, c.title AS conversation_title, "
+                "snippet(messages_fts, 0, '«', '»', '…', 12) AS snippet "
+                "FROM messages_fts f JOIN messages m ON m.id = f.rowid "
+                "LEFT JOIN outbox o ON o.message_id = m.id "
+                "JOIN conversations c ON c.id = m.conversation_id "
+                "WHERE messages_fts MATCH ? ORDER BY f.rank LIMIT ?",
+                (fts_query, limit),
+            )
+            rows = await cur.fetchall()
+        return [SearchHit(_message(r), r["conversation_title"], r["snippet"]) for r in rows]
+
+    async def past_questions(self) -> list[PastQuestion]:
+        """Every delivered question with its reply, oldest first."""
+        async with self._read() as db:
+            cur = await db.execute(
+                """
+                SELECT u.id, u.conversation_id, c.title, u.content AS question,
+                       a.content AS answer, u.created_at
+                FROM messages u
+                JOIN messages a ON a.conversation_id = u.conversation_id
+                     AND a.seq = u.seq + ? AND a.role = 'assistant'
+                JOIN conversations c ON c.id = u.conversation_id
+                WHERE u.role = 'user' AND u.state = 'delivered'
+                ORDER BY u.id
+                """,
+                (REPLY_OFFSET,),
+            )
+            return [PastQuestion(*tuple(r)) for r in await cur.fetchall()]
+
+
+def _fts_query(text: str) -> str:
+    """Turn what a person types into a safe FTS5 query: every word, as a prefix.
+
+    Words are quoted, so FTS5 operators and punctuation in the input can never
+    raise a syntax error.
+    """
+    words = [w for w in "".join(ch if ch.isalnum() else " " for ch in text).split() if w]
+    return " ".join(f'"{w}"*' for w in words[:16])
+
+
+def _explain_db_error(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"the database {path} is locked by another program; try again or close it"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"the database {path} is damaged or not a chat-tui database ({text}); "
+            "it was left untouched — move it aside to start fresh"
+        )
+    if "readonly" in text or "read-only" in text or "unable to open" in text or "WAL" in text:
+        return f"cannot write the database {path} ({text}); check that its folder is writable"
+    if "disk" in text and "full" in text:
+        return f"the disk holding {path} is full; nothing was lost, free some space and retry"
+    return f"database error in {path}: {text}"
