@@ -251,7 +251,9 @@ class Endpoint:
 
     async def _parse_body(self, body: bytes, on_delta: DeltaCallback | None) -> Reply:
         try:
-            data = json.loads(body, strict=False)
+            # Decode leniently, as the stream path does: invalid UTF-8 from
+            # the server becomes U+FFFD instead of an endless transient retry.
+            data = json.loads(body.decode("utf-8", "replace"), strict=False)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             finish = choice.get("finish_reason")

@@ -81,13 +81,15 @@ class Reachability:
             self._probe_at = time.monotonic() + ONLINE_RECHECK
 
     def report_unreachable(self, reason: str, *, captive: bool = False) -> None:
-        self._set("captive" if captive else "offline", reason)
+        if self.state in ("offline", "captive") and self._probe_at > time.monotonic():
+            return  # already waiting for the next probe; don't push it further out
         self._probe_at = time.monotonic() + self._schedule.next_delay()
+        self._set("captive" if captive else "offline", reason)
         self._wake.set()
 
     def report_auth_error(self, reason: str) -> None:
-        self._set("auth_error", reason)
         self._probe_at = time.monotonic() + self._schedule.next_delay()
+        self._set("auth_error", reason)
         self._wake.set()
 
     async def wait_online(self, timeout: float | None = None) -> bool:

@@ -1,0 +1,400 @@
+"""The chat window.
+
+The delivery engine (store, endpoint, reachability, outbox) starts in
+``on_mount`` and is awaited closed in ``on_unmount``. It reports through a
+listener that only posts messages; handlers here are the only code that
+changes widgets. SIGHUP and SIGTERM (SSH dropped, terminal closed) end the
+app through the same clean path: draft saved, leases released, database closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, OptionList
+
+from ..config import Settings
+from ..engine import Engine
+from ..outbox import MessageChanged, OutboxEvent, ReplyAborted, ReplyDelta, ReplyStarted, ReplyStored
+from ..reachability import ReachabilityState
+from ..store import Conversation, StoreError
+from .messages import EngineEvent, ExternalChange, ReachabilityChanged
+from .screens.dialogs import Confirm, TextPrompt
+from .widgets.chat_view import PAGE_SIZE, ChatView
+from .widgets.composer import Composer
+from .widgets.sidebar import ConversationList
+from .widgets.status import OfflineBanner, StatusLine
+
+DRAFT_SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
+EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
+
+
+class ChatApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "chat-tui"
+    BINDINGS = [
+        Binding("ctrl+n", "new_conversation", "New"),
+        Binding("ctrl+r", "retry_now", "Retry now"),
+        Binding("f2", "rename", "Rename"),
+        Binding("f8", "delete", "Delete"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.engine: Engine | None = engine
+        self.current: Conversation | None = None
+        self.conversations: list[Conversation] = []
+        self._draft_timer: Timer | None = None
+        self._refresh_timer: Timer | None = None
+        self._data_version: int | None = None
+        self._last_external_check = time.time()
+        self.reach: ReachabilityState | None = None
+        self.queued = 0
+        self.exit_note: str | None = None
+        self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            yield ConversationList(id="sidebar")
+            with Vertical(id="main"):
+                yield OfflineBanner()
+                yield ChatView(id="chat")
+                yield Composer(id="composer")
+        yield StatusLine(self.settings.base_url, self.settings.model)
+        yield Footer()
+
+    @property
+    def chat(self) -> ChatView:
+        return self.query_one(ChatView)
+
+    @property
+    def composer(self) -> Composer:
+        return self.query_one(Composer)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._exit_on_signal, sig)
+        self.composer.focus()
+        if self.engine is None:
+            try:
+                self.engine = await Engine.open(
+                    self.settings,
+                    listener=self._engine_listener,
+                    on_reachability=self._reachability_listener,
+                )
+            except StoreError as exc:
+                self.exit(return_code=1, message=f"chat-tui: {exc}")
+                return
+        self.engine.start_watching()
+        self.engine.start_delivery()
+        self.conversations = await self.engine.store.list_conversations()
+        await self.open_conversation(self.conversations[0].id if self.conversations else None)
+        self._data_version = await self.engine.store.data_version()
+        self.set_interval(EXTERNAL_POLL, self._check_external_changes)
+        await self._refresh_queue_and_sidebar()
+
+    async def on_unmount(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        await self._save_draft_now()
+        await engine.close()
+
+    def _exit_on_signal(self, sig: int) -> None:
+        self.exit(return_code=0)
+
+    def exit(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        # Every way out (quit key, SIGHUP, SIGTERM) passes here while the
+        # composer still exists: take the draft now, save it in on_unmount.
+        try:
+            self._draft_text = self.composer.text
+        except Exception:  # not composed yet
+            pass
+        super().exit(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _engine_listener(self, event: OutboxEvent) -> None:
+        self.post_message(EngineEvent(event))
+
+    def _reachability_listener(self, state: ReachabilityState) -> None:
+        self.post_message(ReachabilityChanged(state))
+
+    # -- conversations ----------------------------------------------------------------------------
+
+    async def open_conversation(self, conversation_id: int | None, *, at_seq: int | None = None) -> None:
+        assert self.engine is not None
+        store = self.engine.store
+        await self._save_draft_now()
+        conversation = await store.get_conversation(conversation_id) if conversation_id else None
+        self.current = conversation
+        if conversation is None:
+            await self.chat.show_conversation(None, [], has_older=False)
+        else:
+            if at_seq is None:
+                page = await store.messages_page(conversation.id, limit=PAGE_SIZE)
+            else:
+                page = await store.messages_around(conversation.id, at_seq, limit=PAGE_SIZE)
+            has_older = bool(page) and len(page) >= PAGE_SIZE // 2 and page[0].seq > 10
+            await self.chat.show_conversation(conversation.id, page, has_older=has_older)
+        self.query_one(StatusLine).set_model(self._model_for(conversation))
+        draft = await store.load_draft(conversation.id if conversation else None)
+        with self.composer.prevent(Composer.Changed):
+            self.composer.text = draft
+        self._draft_text = draft
+        self.composer.move_cursor(self.composer.document.end)
+        self.query_one(ConversationList).show(self.conversations, self._current_id)
+        self.sub_title = conversation.title if conversation else "new conversation"
+
+    @property
+    def _current_id(self) -> int | None:
+        return self.current.id if self.current else None
+
+    def _model_for(self, conversation: Conversation | None) -> str:
+        return (conversation.model if conversation and conversation.model else None) or (
+            self.settings.model
+        )
+
+    @on(OptionList.OptionSelected, "#sidebar")
+    async def _conversation_chosen(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None and int(event.option.id) != self._current_id:
+            await self.open_conversation(int(event.option.id))
+        self.composer.focus()
+
+    @on(ChatView.NeedOlder)
+    async def _load_older(self, event: ChatView.NeedOlder) -> None:
+        assert self.engine is not None
+        if event.chat_view.conversation_id is None:
+            return
+        page = await self.engine.store.messages_page(
+            event.chat_view.conversation_id, before_seq=event.before_seq, limit=PAGE_SIZE
+        )
+        await event.chat_view.prepend_older(page, has_older=len(page) == PAGE_SIZE)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    @on(Composer.Submitted)
+    async def _submit(self, event: Composer.Submitted) -> None:
+        assert self.engine is not None
+        text = event.text
+        try:
+            result = await self.engine.outbox.submit(self._current_id, text)
+        except StoreError as exc:
+            # The text stays in the composer: nothing typed is lost.
+            self.notify(str(exc), title="Not queued", severity="error", markup=False, timeout=10)
+            return
+        if self.composer.text == text:
+            self.composer.clear()
+        message = result.message
+        if self.current is None or self.current.id != message.conversation_id:
+            self.current = await self.engine.store.get_conversation(message.conversation_id)
+            self.chat.conversation_id = message.conversation_id
+            self.sub_title = self.current.title if self.current else ""
+            await self.chat.upsert(message)
+        if result.duplicate:
+            self.notify(
+                "The same message is already queued in this conversation; it was not queued twice.",
+                title="Already queued", markup=False,
+            )
+        self._schedule_refresh()
+
+    @on(Composer.Changed)
+    def _draft_changed(self) -> None:
+        self._draft_text = self.composer.text
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+        self._draft_timer = self.set_timer(DRAFT_SAVE_DELAY, self._save_draft_now)
+
+    async def _save_draft_now(self) -> None:
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+            self._draft_timer = None
+        if self.engine is None:
+            return
+        try:
+            await self.engine.store.save_draft(self._current_id, self._draft_text)
+        except StoreError as exc:
+            self.notify(f"Draft not saved: {exc}", severity="warning", markup=False)
+
+    # -- engine events -------------------------------------------------------------------------------
+
+    @on(EngineEvent)
+    async def _engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        chat = self.chat
+        if isinstance(event, ReplyDelta):
+            await chat.stream_delta(event.question, event.text)
+        elif isinstance(event, MessageChanged):
+            await chat.upsert(event.message)
+            self._schedule_refresh()
+        elif isinstance(event, ReplyStarted):
+            await chat.stream_started(event.question)
+        elif isinstance(event, ReplyStored):
+            await chat.stream_ended(event.question, event.reply)
+            self._schedule_refresh()
+        elif isinstance(event, ReplyAborted):
+            await chat.stream_ended(event.question, None)
+
+    @on(ReachabilityChanged)
+    def _reachability_changed(self, message: ReachabilityChanged) -> None:
+        self.reach = message.state
+        self.query_one(StatusLine).reach = message.state
+        self.query_one(OfflineBanner).show_state(message.state, self.queued)
+
+    def _schedule_refresh(self) -> None:
+        """Coalesce bursts of changes into one sidebar/counter refresh."""
+        if self._refresh_timer is None:
+            self._refresh_timer = self.set_timer(0.15, self._refresh_queue_and_sidebar)
+
+    async def _refresh_queue_and_sidebar(self) -> None:
+        self._refresh_timer = None
+        if self.engine is None:
+            return
+        store = self.engine.store
+        self.queued = await store.pending_count()
+        self.query_one(StatusLine).queued = self.queued
+        if self.reach is not None:
+            self.query_one(OfflineBanner).show_state(self.reach, self.queued)
+        self.conversations = await store.list_conversations()
+        self.query_one(ConversationList).show(self.conversations, self._current_id)
+
+    async def _check_external_changes(self) -> None:
+        """Show what other processes (sync, another TUI, `send`) wrote, within a second."""
+        if self.engine is None:
+            return
+        version = await self.engine.store.data_version()
+        if version == self._data_version:
+            return
+        self._data_version = version
+        self.post_message(ExternalChange())
+
+    @on(ExternalChange)
+    async def _external_change(self) -> None:
+        assert self.engine is not None
+        since = self._last_external_check - 2.0  # clocks of one machine; a margin for slow commits
+        self._last_external_check = time.time()
+        for changed in await self.engine.store.messages_changed_since(since):
+            await self.chat.upsert(changed)
+        self.engine.outbox.wake()
+        await self._refresh_queue_and_sidebar()
+
+    # -- actions --------------------------------------------------------------------------------------
+
+    async def action_new_conversation(self) -> None:
+        await self.open_conversation(None)
+        self.composer.focus()
+
+    def action_retry_now(self) -> None:
+        if self.engine is None:
+            return
+        self.engine.reachability.probe_now()
+        self.engine.outbox.wake()
+        self.notify("Checking the endpoint now…", timeout=2)
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one(ConversationList)
+        sidebar.display = not sidebar.display
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_rename(self) -> None:
+        if self.current is None or self.engine is None:
+            self.notify("Nothing to rename yet: send a first message.", markup=False)
+            return
+        title = await self.push_screen_wait(TextPrompt("Rename conversation", self.current.title))
+        if title and title.strip():
+            await self.engine.store.rename_conversation(self.current.id, title)
+            self.current = await self.engine.store.get_conversation(self.current.id)
+            self.sub_title = title.strip()
+            await self._refresh_queue_and_sidebar()
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_delete(self) -> None:
+        if self.current is None or self.engine is None:
+            return
+        doomed = self.current
+        ok = await self.push_screen_wait(
+            Confirm(f"Delete “{doomed.title or 'untitled'}” and all its messages?", yes="Delete")
+        )
+        if not ok:
+            return
+        await self.engine.store.delete_conversation(doomed.id)
+        self.conversations = await self.engine.store.list_conversations()
+        self.current = None
+        await self.open_conversation(self.conversations[0].id if self.conversations else None)
+        self.notify("Conversation deleted.", markup=False)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_set_model(self) -> None:
+        if self.current is None or self.engine is None:
+            self.notify("Send a first message, then set this conversation's model.", markup=False)
+            return
+        model = await self.push_screen_wait(
+            TextPrompt("Model for this conversation (empty: the default)", self.current.model or "",
+                       placeholder=self.settings.model)
+        )
+        if model is None:
+            return
+        await self.engine.store.configure_conversation(
+            self.current.id, model=model.strip() or None, system_prompt=self.current.system_prompt
+        )
+        self.current = await self.engine.store.get_conversation(self.current.id)
+        self.query_one(StatusLine).set_model(self._model_for(self.current))
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_set_system_prompt(self) -> None:
+        if self.current is None or self.engine is None:
+            self.notify("Send a first message, then set this conversation's system prompt.",
+                        markup=False)
+            return
+        prompt = await self.push_screen_wait(
+            TextPrompt("System prompt for this conversation (empty: the default)",
+                       self.current.system_prompt or "")
+        )
+        if prompt is None:
+            return
+        await self.engine.store.configure_conversation(
+            self.current.id, model=self.current.model, system_prompt=prompt.strip() or None
+        )
+        self.current = await self.engine.store.get_conversation(self.current.id)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New conversation", "Start a new conversation (Ctrl+N)",
+                            self.action_new_conversation)
+        yield SystemCommand("Retry now", "Check the endpoint and send queued messages now (Ctrl+R)",
+                            self.action_retry_now)
+        yield SystemCommand("Rename conversation", "Give this conversation a new title (F2)",
+                            self.action_rename)
+        yield SystemCommand("Delete conversation", "Delete this conversation, after asking (F8)",
+                            self.action_delete)
+        yield SystemCommand("Set model", "Choose the model for this conversation",
+                            self.action_set_model)
+        yield SystemCommand("Set system prompt", "Choose the system prompt for this conversation",
+                            self.action_set_system_prompt)
+        yield SystemCommand("Toggle sidebar", "Show or hide the conversation list (Ctrl+B)",
+                            self.action_toggle_sidebar)
+
+
+def run_app(settings: Settings) -> int:
+    """Run the TUI until it exits; returns the process exit status."""
+    app = ChatApp(settings)
+    app.run()
+    if app.exit_note:
+        print(app.exit_note, file=sys.stderr)
+    return app.return_code or 0

@@ -1,0 +1,265 @@
+"""The conversation: one widget per message, the newest page mounted, older pages on demand.
+
+Cost grows with mounted widgets, not with text, so only the newest
+``PAGE_SIZE`` messages are mounted when a conversation opens; scrolling to
+the top pages older ones in from the database.
+
+Untrusted text (replies, errors, even the user's own pasted text) is shown
+through ``Content(text)`` or Markdown, never as Rich/Textual markup, and is
+sanitized first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message as TextualMessage
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from ...sanitize import sanitize
+from ...store import Message
+from ..formatting import clock, message_status
+
+PAGE_SIZE = 100
+
+
+class MessageView(Vertical):
+    """One message: a header line (who, when, state) and its body."""
+
+    DEFAULT_CSS = """
+    MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
+    MessageView > .header { height: 1; color: $text-muted; }
+    MessageView > .body { height: auto; }
+    MessageView.user { border-left: outer $primary; }
+    MessageView.assistant { border-left: outer $success; }
+    MessageView.notice { border: round $warning; }
+    MessageView.failed, MessageView.expired { border-left: outer $error; }
+    MessageView.queued > .header, MessageView.sending > .header { color: $warning; }
+    MessageView.failed > .header { color: $error; }
+    MessageView.streaming > .header { color: $accent; }
+    MessageView > Markdown { margin: 0; padding: 0; }
+    """
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(classes=f"{message.role} {message.state}")
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header(), classes="header", markup=False)
+        yield self._body()
+
+    def _body(self) -> Static | Markdown:
+        text = sanitize(self.message.content)
+        if self.message.role == "assistant":
+            return Markdown(text, classes="body", open_links=False)
+        return Static(Content(text), classes="body", markup=False)
+
+    def _header(self) -> Content:
+        m = self.message
+        when = clock(m.created_at)
+        if m.role == "user":
+            return Content(f"You · {when} · {sanitize(message_status(m))}")
+        if m.role == "assistant":
+            model = m.meta.get("model")
+            return Content(f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else ""))
+        return Content(sanitize(str(m.meta.get("label") or f"Note · {when}")))
+
+    def update_message(self, message: Message) -> None:
+        """Show a new state (and new text, if it was edited) without remounting."""
+        old = self.message
+        self.message = message
+        self.set_classes(f"{message.role} {message.state}")
+        self.query_one(".header", Static).update(self._header())
+        if message.content != old.content:
+            body = self.query_one(".body")
+            if isinstance(body, Markdown):
+                body.update(sanitize(message.content))
+            elif isinstance(body, Static):
+                body.update(Content(sanitize(message.content)))
+
+
+class StreamingReply(Vertical):
+    """An assistant reply while it streams; replaced by a MessageView once stored."""
+
+    DEFAULT_CSS = """
+    StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
+    StreamingReply > .header { height: 1; color: $accent; }
+    StreamingReply > Markdown { margin: 0; padding: 0; }
+    """
+
+    def __init__(self, question: Message) -> None:
+        super().__init__()
+        self.question = question
+        self.markdown = Markdown("", open_links=False)
+        self._stream: MarkdownStream | None = None
+        self.received = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content("Assistant · streaming…"), classes="header", markup=False)
+        yield self.markdown
+
+    async def write(self, text: str) -> None:
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self.markdown)
+        self.received += len(text)
+        await self._stream.write(text)
+
+    async def stop(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await stream.stop()
+
+
+class ChatView(VerticalScroll, can_focus=True):
+    """The messages of the open conversation, oldest at the top."""
+
+    DEFAULT_CSS = """
+    ChatView { height: 1fr; padding: 0 1; }
+    ChatView > .empty { color: $text-muted; padding: 1 2; }
+    """
+
+    @dataclass
+    class NeedOlder(TextualMessage):
+        """The user scrolled to the top and older messages exist."""
+
+        chat_view: ChatView
+        before_seq: int
+
+        def can_replace(self, message: TextualMessage) -> bool:
+            return isinstance(message, ChatView.NeedOlder)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.conversation_id: int | None = None
+        self._views: dict[int, MessageView] = {}
+        self._streams: dict[int, StreamingReply] = {}  # question id → live reply
+        self.has_older = False
+        self._loading_older = False
+
+    # -- whole-conversation loads ---------------------------------------------------------
+
+    async def show_conversation(
+        self, conversation_id: int | None, messages: list[Message], *, has_older: bool
+    ) -> None:
+        """Replace what is shown with ``messages`` (the newest page)."""
+        await self._stop_streams()
+        self.conversation_id = conversation_id
+        self._views.clear()
+        await self.remove_children()
+        self.has_older = has_older
+        if not messages:
+            await self.mount(
+                Static(Content("No messages yet. Type below and press Enter."), classes="empty")
+            )
+            return
+        views = [MessageView(m) for m in messages]
+        for view in views:
+            self._views[view.message.id] = view
+        await self.mount_all(views)
+        self.anchor()
+        self.scroll_end(animate=False, immediate=True)
+
+    async def prepend_older(self, messages: list[Message], *, has_older: bool) -> None:
+        """Mount an older page above what is shown, keeping the view where it was."""
+        self._loading_older = False
+        self.has_older = has_older
+        fresh = [MessageView(m) for m in messages if m.id not in self._views]
+        if not fresh:
+            return
+        first = next(iter(self.query(MessageView)), None)
+        for view in fresh:
+            self._views[view.message.id] = view
+        old_height = self.virtual_size.height
+        await self.mount_all(fresh, before=first if first is not None else None)
+        self.call_after_refresh(self._keep_position, old_height)
+
+    def _keep_position(self, old_height: int) -> None:
+        self.scroll_to(y=self.scroll_y + self.virtual_size.height - old_height, animate=False)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 and old > 0 and self.has_older and not self._loading_older:
+            oldest = self.oldest_seq
+            if oldest is not None:
+                self._loading_older = True
+                self.post_message(self.NeedOlder(self, oldest))
+
+    @property
+    def oldest_seq(self) -> int | None:
+        return min((v.message.seq for v in self._views.values()), default=None)
+
+    # -- single-message updates --------------------------------------------------------------
+
+    async def upsert(self, message: Message) -> None:
+        """Show a new message, or a new state of one already shown."""
+        if message.conversation_id != self.conversation_id:
+            return
+        view = self._views.get(message.id)
+        if view is not None:
+            view.update_message(message)
+            return
+        oldest = self.oldest_seq
+        if oldest is not None and message.seq < oldest:
+            return  # belongs to a page not loaded; it will load with that page
+        for empty in self.query(".empty"):
+            await empty.remove()
+        view = MessageView(message)
+        self._views[message.id] = view
+        # Keep seq order: mount before the first view with a larger seq.
+        after = [v for v in self._views.values() if v.message.seq > message.seq and v.is_attached]
+        before = min(after, key=lambda v: v.message.seq) if after else None
+        stream = self._streams.get(message.reply_to or -1)
+        if message.role == "assistant" and stream is not None:
+            await self.mount(view, before=stream)
+        else:
+            await self.mount(view, before=before)
+        if before is None:
+            self.scroll_end(animate=False)
+
+    async def stream_started(self, question: Message) -> None:
+        if question.conversation_id != self.conversation_id or question.id in self._streams:
+            return
+        reply = StreamingReply(question)
+        self._streams[question.id] = reply
+        later = [v for v in self._views.values() if v.message.seq > question.seq + 5]
+        before = min(later, key=lambda v: v.message.seq) if later else None
+        await self.mount(reply, before=before)
+        self.scroll_end(animate=False)
+
+    async def stream_delta(self, question: Message, text: str) -> None:
+        reply = self._streams.get(question.id)
+        if reply is not None:
+            await reply.write(text)
+
+    async def stream_ended(self, question: Message, reply: Message | None) -> None:
+        """The reply was stored (``reply``) or the stream failed (``None``)."""
+        live = self._streams.pop(question.id, None)
+        if live is not None:
+            await live.stop()
+        if reply is not None:
+            await self.upsert(reply)
+        if live is not None:
+            await live.remove()
+
+    async def _stop_streams(self) -> None:
+        for live in self._streams.values():
+            await live.stop()
+        self._streams.clear()
+
+    def view_for(self, message_id: int) -> MessageView | None:
+        return self._views.get(message_id)
+
+    @property
+    def shown_ids(self) -> list[int]:
+        return [v.message.id for v in self.query(MessageView)]
+
+    @on(Markdown.LinkClicked)
+    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+        # Links in replies are untrusted: never open them; show where they go.
+        event.stop()
+        self.notify(f"Link: {sanitize(event.href)}", title="Not opened", timeout=8, markup=False)

@@ -1,0 +1,35 @@
+"""The conversation list: an OptionList, so only visible rows are rendered."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from ...sanitize import sanitize
+from ...store import Conversation
+from ..formatting import clock
+
+
+class ConversationList(OptionList):
+    DEFAULT_CSS = """
+    ConversationList { width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2; }
+    """
+
+    def show(self, conversations: list[Conversation], current: int | None) -> None:
+        """Replace the rows, keeping the open conversation highlighted."""
+        options = [
+            Option(
+                Content.assemble(
+                    (sanitize(c.title) or "(untitled)")[:40], "\n", (clock(c.updated_at), "dim")
+                ),
+                id=str(c.id),
+            )
+            for c in conversations
+        ]
+        self.set_options(options)
+        if current is not None:
+            try:
+                self.highlighted = self.get_option_index(str(current))
+            except Exception:  # the open conversation may be new and not listed yet
+                pass

@@ -1,0 +1,99 @@
+"""The status line (endpoint, model, connection, queue) and the offline banner."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from ...reachability import ReachabilityState
+from ...sanitize import sanitize
+from ..formatting import until
+
+STATE_LABELS = {
+    "unknown": ("◌ checking", "$text-muted"),
+    "online": ("● online", "$success"),
+    "offline": ("○ offline", "$error"),
+    "captive": ("◐ login page", "$warning"),
+    "auth_error": ("⚠ auth problem", "$error"),
+}
+
+
+class StatusLine(Static):
+    """One line at the bottom: where we send, what model, whether it answers, what waits."""
+
+    DEFAULT_CSS = """
+    StatusLine { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    """
+
+    queued: reactive[int] = reactive(0)
+    reach: reactive[ReachabilityState | None] = reactive(None)
+
+    def __init__(self, endpoint: str, model: str) -> None:
+        super().__init__(markup=False)
+        self.endpoint = endpoint
+        self.model = model
+
+    def set_model(self, model: str) -> None:
+        self.model = model
+        self.refresh_line()
+
+    def watch_queued(self) -> None:
+        self.refresh_line()
+
+    def watch_reach(self) -> None:
+        self.refresh_line()
+
+    def refresh_line(self) -> None:
+        state = self.reach.state if self.reach else "unknown"
+        label, style = STATE_LABELS[state]
+        parts: list[str | tuple[str, str]] = [
+            (label, style), "  ", sanitize(self.endpoint), " · ", sanitize(self.model)
+        ]
+        if self.queued:
+            parts += ["  ", (f"◷ {self.queued} queued", "bold $warning")]
+        self.update(Content.assemble(*parts))
+
+
+class OfflineBanner(Static):
+    """Says why nothing is being sent, when the next check is, and how to retry now."""
+
+    DEFAULT_CSS = """
+    OfflineBanner { height: auto; padding: 0 1; background: $error 30%; color: $text; display: none; }
+    OfflineBanner.-captive { background: $warning 30%; }
+    OfflineBanner.-visible { display: block; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(markup=False)
+        self.reach: ReachabilityState | None = None
+        self.queued = 0
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._tick)
+
+    def show_state(self, reach: ReachabilityState, queued: int) -> None:
+        self.reach = reach
+        self.queued = queued
+        visible = reach.state in ("offline", "captive", "auth_error")
+        self.set_class(visible, "-visible")
+        self.set_class(reach.state == "captive", "-captive")
+        self._tick()
+
+    def _tick(self) -> None:
+        reach = self.reach
+        if reach is None or not self.has_class("-visible"):
+            return
+        why = {
+            "offline": "Offline: the endpoint cannot be reached",
+            "captive": "A network login page is in the way (captive portal)",
+            "auth_error": "The endpoint refused the API key; delivery is paused",
+        }[reach.state]
+        check = "checking now…" if reach.next_probe_at is None else (
+            f"next check {until(reach.next_probe_at)}"
+        )
+        queue = f" · {self.queued} queued, kept safe" if self.queued else ""
+        detail = f" ({sanitize(reach.detail)[:120]})" if reach.detail else ""
+        self.update(Content.assemble(
+            ("⚠ " + why, "bold"), detail, "\n", f"{check} · Ctrl+R retries now{queue}"
+        ))
