@@ -205,12 +205,16 @@ class Outbox:
 
     async def _wait_for_work(self) -> None:
         """Sleep until something could have changed: a wake, a due time, reachability."""
+        # Clear before the awaits below, so a wake() that happens while we ask
+        # the database (a submit, a finished send) is not lost.
+        self._wake.clear()
         timeout = IDLE_RECHECK
-        if self.reachability.online:
+        # With every slot busy a due message cannot be claimed anyway; a
+        # finishing send wakes us. (Waiting for its due time here would spin.)
+        if self.reachability.online and len(self._in_flight) < self.settings.concurrency:
             due = await self.store.next_due()
             if due is not None:
                 timeout = min(timeout, max(0.0, due - time.time()))
-        self._wake.clear()
         waiters = [
             asyncio.ensure_future(self._wake.wait()),
             asyncio.ensure_future(self.reachability.wait_change()),

@@ -50,7 +50,7 @@ class Reachability:
         on_change: Callable[[ReachabilityState], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
-        self._schedule = ProbeSchedule(first=1.0, cap=probe_cap)
+        self._schedule = ProbeSchedule(first=min(1.0, probe_cap), cap=probe_cap)
         self._on_change = on_change
         self._wake = asyncio.Event()
         self._online = asyncio.Event()

@@ -265,6 +265,7 @@ class Store:
         self._db = db
         self.path = path
         self._lock = asyncio.Lock()
+        self.closed = False
 
     # -- opening and closing ------------------------------------------------
 
@@ -326,6 +327,9 @@ class Store:
 
     async def close(self) -> None:
         async with self._lock:
+            if self.closed:
+                return
+            self.closed = True
             with contextlib.suppress(sqlite3.Error):
                 # Fold the WAL back so the database file stands alone.
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -337,9 +341,14 @@ class Store:
         row = await (await self._db.execute(sql, tuple(params))).fetchone()
         return None if row is None else row[0]
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(f"the database {self.path} is closed")
+
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
+            self._check_open()
             try:
                 yield self._db
             except sqlite3.Error as exc:
@@ -348,6 +357,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
+            self._check_open()
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -828,13 +838,22 @@ class Store:
         return result
 
     async def next_due(self) -> float | None:
-        """When the earliest queued message is due (for sleeping the sender)."""
-        async with self._read() as db:
+        """When the earliest queued message is due (for sleeping the sender).
+
+        Only messages that could be claimed once due count: one waiting behind
+        an unsettled earlier message (failed, or still being sent) does not
+        become deliverable with time, and counting its past due time made the
+        sender spin.
+        """
+        async with self._read():
             return await self._scalar(
                 "SELECT MIN(CASE WHEN o.lease_expires IS NOT NULL "
                 "THEN MAX(o.next_attempt_at, o.lease_expires) ELSE o.next_attempt_at END) "
                 "FROM outbox o JOIN messages m ON m.id = o.message_id "
-                "WHERE m.state IN ('queued', 'sending')"
+                "WHERE m.state IN ('queued', 'sending') "
+                "AND NOT EXISTS (SELECT 1 FROM messages p "
+                "WHERE p.conversation_id = m.conversation_id AND p.role = 'user' "
+                "AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq)"
             )
 
     async def queue_items(self) -> list[QueueItem]:
@@ -866,7 +885,7 @@ class Store:
         A message behind a failed or expired one in its conversation waits for
         the user, so it does not count.
         """
-        async with self._read() as db:
+        async with self._read():
             return await self._scalar(
                 """
                 SELECT COUNT(*) FROM messages m
@@ -880,7 +899,7 @@ class Store:
 
     async def pending_count(self) -> int:
         """Messages waiting to go out (queued or being sent): the queue counter."""
-        async with self._read() as db:
+        async with self._read():
             return await self._scalar(
                 "SELECT COUNT(*) FROM outbox o JOIN messages m ON m.id = o.message_id "
                 "WHERE m.state IN ('queued', 'sending')"
@@ -902,7 +921,7 @@ class Store:
                 await db.execute("DELETE FROM drafts WHERE conversation_id = ?", (key,))
 
     async def load_draft(self, conversation_id: int | None) -> str:
-        async with self._read() as db:
+        async with self._read():
             return await self._scalar(
                 "SELECT text FROM drafts WHERE conversation_id = ?", (conversation_id or 0,)
             ) or ""
@@ -916,12 +935,12 @@ class Store:
             )
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._read() as db:
+        async with self._read():
             return await self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
 
     async def data_version(self) -> int:
         """Changes when another connection commits: cheap cross-process polling."""
-        async with self._read() as db:
+        async with self._read():
             return await self._scalar("PRAGMA data_version")
 
     # -- history: search and offline answers -----------------------------------------------

@@ -25,7 +25,14 @@ from textual.widgets import Footer, OptionList
 
 from ..config import Settings
 from ..engine import Engine
-from ..outbox import MessageChanged, OutboxEvent, ReplyAborted, ReplyDelta, ReplyStarted, ReplyStored
+from ..outbox import (
+    MessageChanged,
+    OutboxEvent,
+    ReplyAborted,
+    ReplyDelta,
+    ReplyStarted,
+    ReplyStored,
+)
 from ..reachability import ReachabilityState
 from ..store import Conversation, StoreError
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
@@ -65,6 +72,7 @@ class ChatApp(App[int]):
         self.queued = 0
         self.exit_note: str | None = None
         self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
+        self._draft_loaded = False  # nothing to save until a conversation's draft is shown
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -116,6 +124,7 @@ class ChatApp(App[int]):
         if engine is None:
             return
         await self._save_draft_now()
+        self.engine = None  # timers and late messages see the engine gone, not half-closed
         await engine.close()
 
     def _exit_on_signal(self, sig: int) -> None:
@@ -139,7 +148,8 @@ class ChatApp(App[int]):
     # -- conversations ----------------------------------------------------------------------------
 
     async def open_conversation(self, conversation_id: int | None, *, at_seq: int | None = None) -> None:
-        assert self.engine is not None
+        if self.engine is None:
+            return
         store = self.engine.store
         await self._save_draft_now()
         conversation = await store.get_conversation(conversation_id) if conversation_id else None
@@ -158,6 +168,7 @@ class ChatApp(App[int]):
         with self.composer.prevent(Composer.Changed):
             self.composer.text = draft
         self._draft_text = draft
+        self._draft_loaded = True
         self.composer.move_cursor(self.composer.document.end)
         self.query_one(ConversationList).show(self.conversations, self._current_id)
         self.sub_title = conversation.title if conversation else "new conversation"
@@ -179,7 +190,8 @@ class ChatApp(App[int]):
 
     @on(ChatView.NeedOlder)
     async def _load_older(self, event: ChatView.NeedOlder) -> None:
-        assert self.engine is not None
+        if self.engine is None:
+            return
         if event.chat_view.conversation_id is None:
             return
         page = await self.engine.store.messages_page(
@@ -191,7 +203,8 @@ class ChatApp(App[int]):
 
     @on(Composer.Submitted)
     async def _submit(self, event: Composer.Submitted) -> None:
-        assert self.engine is not None
+        if self.engine is None:
+            return
         text = event.text
         try:
             result = await self.engine.outbox.submit(self._current_id, text)
@@ -225,7 +238,7 @@ class ChatApp(App[int]):
         if self._draft_timer is not None:
             self._draft_timer.stop()
             self._draft_timer = None
-        if self.engine is None:
+        if self.engine is None or not self._draft_loaded:
             return
         try:
             await self.engine.store.save_draft(self._current_id, self._draft_text)
@@ -286,7 +299,8 @@ class ChatApp(App[int]):
 
     @on(ExternalChange)
     async def _external_change(self) -> None:
-        assert self.engine is not None
+        if self.engine is None:
+            return
         since = self._last_external_check - 2.0  # clocks of one machine; a margin for slow commits
         self._last_external_check = time.time()
         for changed in await self.engine.store.messages_changed_since(since):

@@ -1,0 +1,174 @@
+"""The real program in a real pseudo-terminal: signals, a vanished terminal, kill -9."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fault_server import FaultServer
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
+
+
+class Terminal:
+    """chat-tui running in a pty, read and typed into like a person would."""
+
+    def __init__(self, data_dir: Path, base_url: str, *args: str) -> None:
+        env = {
+            **os.environ,
+            "CHAT_TUI_DATA_DIR": str(data_dir),
+            "CHAT_TUI_CONFIG": str(data_dir / "absent.toml"),
+            "TERM": "xterm-256color",
+            "COLUMNS": "100",
+            "LINES": "30",
+        }
+        env.pop("TEXTUAL", None)
+        argv = [sys.executable, "-m", "chat_tui", "--base-url", base_url, *args]
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: become chat-tui
+            os.execvpe(argv[0], argv, env)
+        self.output = b""
+
+    def read_until(self, needle: bytes, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while needle not in self.output:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:
+                    return needle in self.output
+                if not chunk:
+                    return needle in self.output
+                self.output += chunk
+        return True
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def drain(self, seconds: float) -> None:
+        """Keep reading so the app never blocks on a full pty buffer."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], 0.05)
+            if ready:
+                try:
+                    self.output += os.read(self.fd, 65536)
+                except OSError:
+                    return
+
+    def wait(self, timeout: float = 15.0) -> int | None:
+        """Exit status, or None if it did not exit in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            self.drain(0.05)
+        return None
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+@pytest.fixture
+def server():
+    with FaultServer() as srv:
+        yield srv
+
+
+def db_facts(db: Path) -> dict[str, object]:
+    conn = sqlite3.connect(db)
+    try:
+        return {
+            "integrity": conn.execute("PRAGMA integrity_check").fetchone()[0],
+            "drafts": conn.execute("SELECT text FROM drafts").fetchall(),
+            "leases": conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE lease_owner IS NOT NULL"
+            ).fetchone()[0],
+        }
+    finally:
+        conn.close()
+
+
+def wal_size(db: Path) -> int:
+    wal = Path(str(db) + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.parametrize("how", ["SIGHUP", "SIGTERM", "terminal closed"])
+def test_signal_ends_app_cleanly(server: FaultServer, tmp_path: Path, how: str) -> None:
+    term = Terminal(tmp_path, server.base_url)
+    try:
+        assert term.read_until(b"Enter sends"), term.output[-2000:]
+        term.drain(0.5)
+        term.type("unsent thought")
+        term.drain(0.2)
+        if how == "terminal closed":
+            # What an SSH drop looks like: the pty master goes away.
+            os.close(term.fd)
+            term.fd = os.open(os.devnull, os.O_RDONLY)
+        else:
+            os.kill(term.pid, getattr(signal, how))
+        code = term.wait()
+        assert code == 0, (code, term.output[-3000:])
+        assert b"Traceback" not in term.output
+    finally:
+        term.kill()
+    facts = db_facts(tmp_path / "chat.db")
+    assert facts["integrity"] == "ok"
+    assert facts["drafts"] == [("unsent thought",)]
+    assert facts["leases"] == 0
+    assert wal_size(tmp_path / "chat.db") == 0  # checkpointed and closed
+
+
+def test_draft_restored_after_kill_9(server: FaultServer, tmp_path: Path) -> None:
+    term = Terminal(tmp_path, server.base_url)
+    try:
+        assert term.read_until(b"Enter sends")
+        term.drain(0.5)
+        term.type("typed before the crash")
+        term.drain(1.2)  # the draft is written after a short pause in typing
+        os.kill(term.pid, signal.SIGKILL)
+        os.waitpid(term.pid, 0)
+    finally:
+        term.kill()
+    again = Terminal(tmp_path, server.base_url)
+    try:
+        assert again.read_until(b"typed before the crash"), again.output[-2000:]
+    finally:
+        again.kill()
+
+
+def test_corrupt_database_gives_a_clear_message(server: FaultServer, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    garbage = b"this is not sqlite" * 100
+    db.write_bytes(garbage)
+    term = Terminal(tmp_path, server.base_url)
+    try:
+        code = term.wait(20)
+        term.drain(0.2)
+    finally:
+        term.kill()
+    assert code == 1
+    assert b"damaged or not a chat-tui database" in term.output
+    assert b"Traceback" not in term.output
+    assert db.read_bytes() == garbage  # never deleted or rewritten
