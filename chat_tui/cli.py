@@ -112,24 +112,80 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
                 conversation_id = recent[0].id if recent else None
             result = await engine.outbox.submit(conversation_id, text)
             message = result.message
-            if args.json:
-                _out(json.dumps({
-                    "conversation_id": message.conversation_id,
-                    "message_id": message.id,
-                    "state": message.state,
-                    "duplicate": result.duplicate,
-                }))
-            elif result.duplicate:
-                _out(f"already queued as message {message.id} in conversation "
-                     f"{message.conversation_id}; not queued twice")
-            else:
-                _out(f"queued message {message.id} in conversation {message.conversation_id}")
-        return EXIT_OK
+            if not args.wait:
+                if args.json:
+                    _out(json.dumps({
+                        "conversation_id": message.conversation_id,
+                        "message_id": message.id,
+                        "state": message.state,
+                        "duplicate": result.duplicate,
+                    }))
+                elif result.duplicate:
+                    _out(f"already queued as message {message.id} in conversation "
+                         f"{message.conversation_id}; not queued twice")
+                else:
+                    _out(f"queued message {message.id} in conversation {message.conversation_id}")
+                return EXIT_OK
+            return await _wait_for_reply(engine, message.id, args)
 
     return _run(run())
 
 
+async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namespace) -> int:
+    """`send --wait`: deliver, then print the reply. Exit 0, 4 failed, 3 timed out, 5 offline."""
+    from .sanitize import sanitize
+
+    engine.start_watching()
+    engine.start_delivery()
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    offline_shown = False
+    while True:
+        message = await engine.store.get_message(message_id)
+        assert message is not None
+        if message.state in ("delivered", "failed", "expired", "cancelled"):
+            break
+        reach = engine.reachability
+        if not reach.online and reach.state != "unknown" and not offline_shown:
+            offline_shown = True
+            notice = await engine.offline_answer(message)
+            if notice is not None and not args.json:
+                print(f"[{sanitize(str(notice.meta.get('label')))}]\n{sanitize(notice.content)}\n",
+                      file=sys.stderr)
+        if deadline is not None and time.monotonic() > deadline:
+            code = EXIT_OFFLINE if not reach.online else EXIT_TIMEOUT
+            why = reach.current.describe() if not reach.online else "timed out"
+            print(f"chat-tui: {why}; message {message_id} stays queued", file=sys.stderr)
+            return code
+        await asyncio.sleep(0.05)
+    reply = None
+    if message.state == "delivered":
+        page = await engine.store.messages_around(message.conversation_id, message.seq, limit=8)
+        reply = next((m for m in page if m.role == "assistant" and m.reply_to == message.id), None)
+    if args.json:
+        _out(json.dumps({
+            "conversation_id": message.conversation_id,
+            "message_id": message.id,
+            "state": message.state,
+            "error": message.error,
+            "reply": reply.content if reply else None,
+        }))
+    elif reply is not None:
+        _out(sanitize(reply.content))
+    else:
+        print(f"chat-tui: message {message_id} {message.state}: {sanitize(message.error or '')}",
+              file=sys.stderr)
+    return EXIT_OK if message.state == "delivered" else EXIT_FAILED
+
+
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    lock = None
+    if args.handoff:
+        from .handoff import acquire_lock
+
+        lock = acquire_lock(settings.data_dir)
+        if lock is None:
+            return EXIT_OK  # another hand-off process is already delivering
+
     async def run() -> int:
         engine = await _open_engine(settings)
         async with engine:
@@ -259,6 +315,65 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run())
 
 
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        from .store import Store
+
+        store = await Store.open(settings.db_path)
+        try:
+            hits = await store.search(args.query, limit=args.limit)
+        finally:
+            await store.close()
+        if args.json:
+            _out(json.dumps([
+                {"conversation_id": h.message.conversation_id,
+                 "conversation_title": h.conversation_title,
+                 "message_id": h.message.id, "role": h.message.role,
+                 "created_at": h.message.created_at, "snippet": h.snippet}
+                for h in hits
+            ]))
+            return EXIT_OK
+        from .sanitize import sanitize
+
+        for h in hits:
+            snippet = " ".join(sanitize(h.snippet).split())
+            _out(f"{h.message.conversation_id:>6}  {sanitize(h.conversation_title)[:30]:<30}  "
+                 f"#{h.message.id} {h.message.role}: {snippet}")
+        if not hits:
+            _out("no matches")
+        return EXIT_OK
+
+    return _run(run())
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        from .export import render
+        from .store import Store
+
+        store = await Store.open(settings.db_path)
+        try:
+            conversation = await store.get_conversation(args.id)
+            if conversation is None:
+                raise CliError(f"no conversation with id {args.id}")
+            messages = await store.all_messages(args.id)
+        finally:
+            await store.close()
+        text = render(conversation, messages, args.format)
+        if args.output in (None, "-"):
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            return EXIT_OK
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"exported conversation {args.id} to {args.output}", file=sys.stderr)
+        return EXIT_OK
+
+    return _run(run())
+
+
 def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> int:
@@ -309,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="conversation to add to (default: the most recent)")
     target.add_argument("--new", action="store_true", help="start a new conversation")
     p.add_argument("--json", action="store_true", help="print {conversation_id, message_id, state}")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the reply and print it (exit 0 delivered, 4 failed, "
+                   "3 timed out, 5 offline)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="with --wait: give up waiting after S seconds (the message stays queued)")
     p.add_argument("text", nargs="*", help="the message ('-' or nothing: read stdin)")
     p.set_defaults(func=cmd_send)
 
@@ -322,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--watch", action="store_true", help="run until stopped")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="give up after S seconds (exit status 3)")
+    p.add_argument("--handoff", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sync)
 
     p = verbs.add_parser("status", parents=[common], help="reachability and the queue",
@@ -339,6 +460,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+
+    p = verbs.add_parser("search", parents=[common], help="full-text search of history",
+                         description="Search every message of every conversation.")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = verbs.add_parser("export", parents=[common], help="write a conversation to a file",
+                         description="Export a conversation as Markdown or JSON.")
+    p.add_argument("id", type=int)
+    p.add_argument("--format", choices=("md", "json"), default="md")
+    p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("retry", parents=[common], help="requeue a failed or expired message",
                          description="Put a failed, expired or cancelled message back in the queue.")
@@ -366,8 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chat-tui: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .logs import setup_logging
     from .store import StoreError
 
+    setup_logging(settings, verb=args.func.__name__.removeprefix("cmd_").replace("command", "queue"))
     try:
         return args.func(args, settings)
     except CliError as exc:

@@ -10,11 +10,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from typing import TYPE_CHECKING
+
 from .config import Settings
 from .endpoint import Endpoint
-from .outbox import Listener, Outbox
+from .outbox import Listener, MessageChanged, Outbox, OutboxEvent, ReplyStored
 from .reachability import Reachability, ReachabilityState
-from .store import Store
+from .store import Message, PastQuestion, Store
+
+if TYPE_CHECKING:
+    from .answers import AnswerIndex
 
 
 class Engine:
@@ -32,8 +37,60 @@ class Engine:
         self.reachability = Reachability(
             self.endpoint, probe_cap=settings.probe_cap, on_change=on_reachability
         )
-        self.outbox = Outbox(store, self.endpoint, self.reachability, settings, listener=listener)
+        self._listener = listener
+        self.outbox = Outbox(store, self.endpoint, self.reachability, settings, listener=self._event)
         self._tasks: list[asyncio.Task[None]] = []
+        self._answers: AnswerIndex | None = None
+        self._answers_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _event(self, event: OutboxEvent) -> None:
+        if isinstance(event, ReplyStored) and self._answers is not None:
+            task = asyncio.get_running_loop().create_task(self._index_reply(event))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if self._listener is not None:
+            self._listener(event)
+
+    async def _index_reply(self, event: ReplyStored) -> None:
+        """A newly answered question becomes available to offline answers."""
+        question = event.question
+        conversation = await self.store.get_conversation(question.conversation_id)
+        if self._answers is not None and conversation is not None:
+            self._answers.add(PastQuestion(
+                question.id, question.conversation_id, conversation.title,
+                question.content, event.reply.content, question.created_at,
+            ))
+
+    async def offline_answer(self, question: Message) -> Message | None:
+        """While not online, answer from history: a labelled notice, never sent anywhere.
+
+        The index is built on first use, off the event loop, and kept fresh as
+        replies arrive. The question itself stays queued for a real reply.
+        """
+        if not self.settings.offline_answers or self.reachability.online:
+            return None
+        async with self._answers_lock:
+            if self._answers is None:
+                from .answers import AnswerIndex
+
+                past = await self.store.past_questions()
+                self._answers = await asyncio.to_thread(
+                    AnswerIndex.build, past, self.settings.answer_threshold
+                )
+        found = self._answers.best(question.content, exclude_message_id=question.id)
+        if found is None:
+            return None
+        notice = await self.store.add_notice(question, found.source.answer, meta={
+            "kind": "offline_answer",
+            "label": found.label(),
+            "score": round(found.score, 1),
+            "source_message_id": found.source.message_id,
+            "source_conversation_id": found.source.conversation_id,
+        })
+        if notice is not None and self._listener is not None:
+            self._listener(MessageChanged(notice))
+        return notice
 
     @classmethod
     async def open(

@@ -34,9 +34,11 @@ from ..outbox import (
     ReplyStored,
 )
 from ..reachability import ReachabilityState
-from ..store import Conversation, StoreError
+from ..store import Conversation, Message, StoreError
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
-from .screens.dialogs import Confirm, TextPrompt
+from .screens.dialogs import Confirm, EditMessage, TextPrompt
+from .screens.queue import QueueScreen
+from .screens.search import SearchChoice, SearchScreen
 from .widgets.chat_view import PAGE_SIZE, ChatView
 from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
@@ -52,6 +54,9 @@ class ChatApp(App[int]):
     BINDINGS = [
         Binding("ctrl+n", "new_conversation", "New"),
         Binding("ctrl+r", "retry_now", "Retry now"),
+        Binding("ctrl+o", "queue", "Queue"),
+        Binding("ctrl+f", "search", "Search"),
+        Binding("f4", "export", "Export", show=False),
         Binding("f2", "rename", "Rename"),
         Binding("f8", "delete", "Delete"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar"),
@@ -125,7 +130,31 @@ class ChatApp(App[int]):
             return
         await self._save_draft_now()
         self.engine = None  # timers and late messages see the engine gone, not half-closed
+        waiting = 0
+        try:
+            waiting = await engine.store.waiting_count()
+        except StoreError:
+            pass
         await engine.close()
+        if waiting and self.settings.handoff_on_exit:
+            self._hand_off(waiting)
+
+    def _hand_off(self, waiting: int) -> None:
+        """Queued messages keep going out after the window closes (DESIGN: Terminal life)."""
+        from ..handoff import spawn
+
+        try:
+            pid = spawn(self.settings)
+        except OSError as exc:
+            self.exit_note = f"chat-tui: {waiting} message(s) stay queued (no background sync: {exc})"
+            return
+        if pid is None:
+            self.exit_note = (f"chat-tui: {waiting} queued message(s) left to the background sync "
+                              "that is already running.")
+        else:
+            self.exit_note = (f"chat-tui: {waiting} queued message(s) handed to a background sync "
+                              f"(pid {pid}); they go out when the endpoint answers. "
+                              "`chat-tui status` shows progress.")
 
     def _exit_on_signal(self, sig: int) -> None:
         self.exit(return_code=0)
@@ -225,7 +254,15 @@ class ChatApp(App[int]):
                 "The same message is already queued in this conversation; it was not queued twice.",
                 title="Already queued", markup=False,
             )
+        elif not self.engine.reachability.online:
+            self._answer_offline(message)
         self._schedule_refresh()
+
+    @work(group="offline-answers", exit_on_error=False)
+    async def _answer_offline(self, question: Message) -> None:
+        """Show a labelled answer from history at once; the question stays queued."""
+        if self.engine is not None:
+            await self.engine.offline_answer(question)
 
     @on(Composer.Changed)
     def _draft_changed(self) -> None:
@@ -286,6 +323,7 @@ class ChatApp(App[int]):
             self.query_one(OfflineBanner).show_state(self.reach, self.queued)
         self.conversations = await store.list_conversations()
         self.query_one(ConversationList).show(self.conversations, self._current_id)
+        await self._refresh_queue_screen()
 
     async def _check_external_changes(self) -> None:
         """Show what other processes (sync, another TUI, `send`) wrote, within a second."""
@@ -320,6 +358,90 @@ class ChatApp(App[int]):
         self.engine.reachability.probe_now()
         self.engine.outbox.wake()
         self.notify("Checking the endpoint now…", timeout=2)
+
+    async def action_queue(self) -> None:
+        if self.engine is None:
+            return
+        await self.push_screen(QueueScreen(await self.engine.store.queue_items()))
+
+    async def _refresh_queue_screen(self) -> None:
+        if isinstance(self.screen, QueueScreen) and self.engine is not None:
+            self.screen.show_items(await self.engine.store.queue_items())
+
+    @on(QueueScreen.Action)
+    async def _queue_action(self, event: QueueScreen.Action) -> None:
+        if self.engine is None:
+            return
+        message = event.item.message
+        try:
+            if event.action == "retry":
+                await self.engine.outbox.retry(message.id)
+                self.notify(f"Message #{message.id} is queued again.", markup=False, timeout=3)
+            elif event.action == "cancel":
+                await self.engine.outbox.cancel(message.id)
+                self.notify(f"Message #{message.id} cancelled (kept in history).", markup=False,
+                            timeout=3)
+            elif event.action == "edit":
+                self._edit_message(message)
+                return
+            elif event.action == "open":
+                await self.open_conversation(message.conversation_id, at_seq=message.seq)
+                return
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+        await self._refresh_queue_screen()
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def _edit_message(self, message: Message) -> None:
+        text = await self.push_screen_wait(EditMessage(message.content))
+        if text is None or self.engine is None:
+            return
+        try:
+            await self.engine.outbox.retry(message.id, text=text)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.notify(f"Message #{message.id} edited and queued again.", markup=False, timeout=3)
+        await self._refresh_queue_screen()
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_search(self) -> None:
+        if self.engine is None:
+            return
+        choice: SearchChoice | None = await self.push_screen_wait(SearchScreen(self.engine.store))
+        if choice is None:
+            return
+        await self.open_conversation(choice.conversation_id, at_seq=choice.seq)
+        view = self.chat.view_for(choice.message_id)
+        if view is not None:
+            view.add_class("found")
+            self.chat.release_anchor()  # stay on the hit, not the newest message
+            self.chat.scroll_to_widget(view, animate=False, top=True)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_export(self) -> None:
+        if self.current is None or self.engine is None:
+            self.notify("Nothing to export yet.", markup=False)
+            return
+        from pathlib import Path
+
+        from ..export import default_filename, render
+
+        default = Path.home() / default_filename(self.current, "md")
+        answer = await self.push_screen_wait(
+            TextPrompt("Export to (.md for Markdown, .json for JSON)", str(default))
+        )
+        if not answer or self.engine is None:
+            return
+        path = Path(answer.strip()).expanduser()
+        fmt = "json" if path.suffix.lower() == ".json" else "md"
+        messages = await self.engine.store.all_messages(self.current.id)
+        try:
+            path.write_text(render(self.current, messages, fmt), encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not write {path}: {exc.strerror}", severity="error", markup=False)
+            return
+        self.notify(f"Exported to {path}", markup=False)
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(ConversationList)
@@ -401,6 +523,12 @@ class ChatApp(App[int]):
                             self.action_set_model)
         yield SystemCommand("Set system prompt", "Choose the system prompt for this conversation",
                             self.action_set_system_prompt)
+        yield SystemCommand("Queue", "Messages not yet delivered: retry, edit, cancel (Ctrl+O)",
+                            self.action_queue)
+        yield SystemCommand("Search history", "Full-text search of every conversation (Ctrl+F)",
+                            self.action_search)
+        yield SystemCommand("Export conversation", "Write this conversation to a Markdown or "
+                            "JSON file (F4)", self.action_export)
         yield SystemCommand("Toggle sidebar", "Show or hide the conversation list (Ctrl+B)",
                             self.action_toggle_sidebar)
 

@@ -67,3 +67,39 @@ class Confirm(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+class EditMessage(ModalScreen[str | None]):
+    """Edit a waiting message's text before it is resent. Escape cancels."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="EditMessage") + """
+    EditMessage TextArea { height: 10; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import TextArea
+
+        with Vertical():
+            yield Label(Content("Edit the message, then resend it (Tab moves to the buttons)"))
+            yield TextArea(self.text, soft_wrap=True, tab_behavior="focus")
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("Resend", id="ok", variant="primary")
+
+    def on_mount(self) -> None:
+        from textual.widgets import TextArea
+
+        area = self.query_one(TextArea)
+        area.move_cursor(area.document.end)
+        area.focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        from textual.widgets import TextArea
+
+        text = self.query_one(TextArea).text
+        self.dismiss(text if event.button.id == "ok" and text.strip() else None)

@@ -42,6 +42,7 @@ class MessageView(Vertical):
     MessageView.queued > .header, MessageView.sending > .header { color: $warning; }
     MessageView.failed > .header { color: $error; }
     MessageView.streaming > .header { color: $accent; }
+    MessageView.found { background: $accent 15%; }
     MessageView > Markdown { margin: 0; padding: 0; }
     """
 
@@ -63,7 +64,8 @@ class MessageView(Vertical):
         m = self.message
         when = clock(m.created_at)
         if m.role == "user":
-            return Content(f"You · {when} · {sanitize(message_status(m))}")
+            hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
+            return Content(f"You · {when} · {sanitize(message_status(m))}{hint}")
         if m.role == "assistant":
             model = m.meta.get("model")
             return Content(f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else ""))

@@ -1,0 +1,56 @@
+"""A conversation as Markdown or JSON, for `chat-tui export` and the TUI's export action."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from .sanitize import sanitize
+from .store import Conversation, Message
+
+ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "notice": "Note"}
+
+
+def to_json(conversation: Conversation, messages: list[Message]) -> str:
+    """The same shape as `chat-tui show --json`, plus the conversation's settings."""
+    return json.dumps(
+        {
+            "id": conversation.id,
+            "title": conversation.title,
+            "model": conversation.model,
+            "system_prompt": conversation.system_prompt,
+            "created_at": conversation.created_at,
+            "messages": [m.as_json() for m in messages],
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def to_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    """A readable transcript. Offline-answer notices are kept, and labelled as such."""
+    lines = [f"# {sanitize(conversation.title) or 'Untitled conversation'}", ""]
+    for m in messages:
+        when = datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
+        heading = ROLE_HEADINGS.get(m.role, m.role)
+        if m.role == "user" and m.state != "delivered":
+            heading += f" ({m.state})"
+        if m.role == "notice" and m.meta.get("label"):
+            heading = sanitize(str(m.meta["label"]))
+        lines += [f"## {heading} · {when}", "", sanitize(m.content).rstrip(), ""]
+    return "\n".join(lines)
+
+
+def render(conversation: Conversation, messages: list[Message], fmt: str) -> str:
+    if fmt == "json":
+        return to_json(conversation, messages)
+    if fmt == "md":
+        return to_markdown(conversation, messages)
+    raise ValueError(f"unknown export format {fmt!r} (md or json)")
+
+
+def default_filename(conversation: Conversation, fmt: str) -> str:
+    """A safe file name from the title: letters, digits and dashes only."""
+    stem = "".join(ch if ch.isalnum() else "-" for ch in conversation.title.lower())
+    stem = "-".join(part for part in stem.split("-") if part)[:40] or "conversation"
+    return f"chat-{conversation.id}-{stem}.{fmt}"

@@ -1,0 +1,52 @@
+"""A small rotating log in the data dir.
+
+What is logged at INFO: states, counts, ids, timings and error classes. Never
+message text and never the API key; a filter also redacts the key should any
+library put it in a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from logging.handlers import RotatingFileHandler
+
+from .config import Settings
+
+MAX_BYTES = 1_000_000
+BACKUPS = 3
+
+
+class _RedactKey(logging.Filter):
+    def __init__(self, secret: str | None) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secret:
+            message = record.getMessage()
+            if self.secret in message:
+                record.msg = message.replace(self.secret, "[redacted]")
+                record.args = None
+        return True
+
+
+def setup_logging(settings: Settings, *, verb: str) -> None:
+    """Log to ``chat-tui.log`` in the data dir (0600). Failing to log never stops the program."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = settings.log_path
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                      encoding="utf-8")
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s %(levelname)s {verb}[%(process)d] %(name)s: %(message)s"
+    ))
+    handler.addFilter(_RedactKey(settings.api_key))
+    root = logging.getLogger("chat_tui")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    root.propagate = False

@@ -1,0 +1,90 @@
+"""Every message still waiting, in every conversation: retry, edit, cancel, resend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.message import Message as TextualMessage
+from textual.screen import ModalScreen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from ...sanitize import sanitize
+from ...store import QueueItem
+from ..formatting import message_status
+
+
+class QueueScreen(ModalScreen[None]):
+    """The queue. Actions are posted to the app, which owns the engine."""
+
+    DEFAULT_CSS = """
+    QueueScreen { align: center middle; }
+    QueueScreen > Vertical { width: 90%; height: 80%; border: thick $primary; background: $surface; }
+    QueueScreen .title { height: 1; padding: 0 1; background: $primary 30%; }
+    QueueScreen OptionList { height: 1fr; border: none; }
+    """
+    BINDINGS = [
+        Binding("escape,q", "dismiss(None)", "Close"),
+        Binding("r", "act('retry')", "Retry / resend"),
+        Binding("e", "act('edit')", "Edit"),
+        Binding("c,delete", "act('cancel')", "Cancel message"),
+        Binding("enter", "act('open')", "Open conversation", show=False),
+    ]
+
+    @dataclass
+    class Action(TextualMessage):
+        action: str  # retry | edit | cancel | open
+        item: QueueItem
+
+    def __init__(self, items: list[QueueItem]) -> None:
+        super().__init__()
+        self.items = items
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Content("Queue — messages not yet delivered"), classes="title")
+            yield OptionList(id="queue-items")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_items(self.items)
+        self.query_one(OptionList).focus()
+
+    def show_items(self, items: list[QueueItem]) -> None:
+        self.items = items
+        option_list = self.query_one(OptionList)
+        highlighted = option_list.highlighted
+        options = [
+            Option(
+                Content.assemble(
+                    (f"#{item.message.id} ", "bold"),
+                    sanitize(item.conversation_title)[:30] or "(untitled)", " · ",
+                    (sanitize(message_status(item.message))[:90], _style(item.message.state)),
+                    "\n  ", sanitize(item.message.content.replace("\n", " "))[:100],
+                ),
+                id=str(item.message.id),
+            )
+            for item in items
+        ] or [Option(Content("Nothing waiting: every message has been delivered."), disabled=True)]
+        option_list.set_options(options)
+        if items:
+            option_list.highlighted = min(highlighted or 0, len(items) - 1)
+
+    def action_act(self, action: str) -> None:
+        index = self.query_one(OptionList).highlighted
+        if index is None or index >= len(self.items):
+            return
+        self.app.post_message(self.Action(action, self.items[index]))
+        if action == "open":
+            self.dismiss(None)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_act("open")
+
+
+def _style(state: str) -> str:
+    return {"failed": "$error", "expired": "$error", "sending": "$accent"}.get(state, "$warning")

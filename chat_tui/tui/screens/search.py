@@ -1,0 +1,77 @@
+"""Full-text search of every conversation; a result opens its conversation at that message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Input, OptionList
+from textual.widgets.option_list import Option
+
+from ...sanitize import sanitize
+from ...store import SearchHit, Store
+from ..formatting import clock
+
+
+@dataclass(frozen=True)
+class SearchChoice:
+    conversation_id: int
+    seq: int
+    message_id: int
+
+
+class SearchScreen(ModalScreen[SearchChoice | None]):
+    DEFAULT_CSS = """
+    SearchScreen { align: center middle; }
+    SearchScreen > Vertical { width: 90%; height: 80%; border: thick $primary; background: $surface; }
+    SearchScreen OptionList { height: 1fr; border: none; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close"),
+                Binding("down", "focus_results", "Results", show=False)]
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.hits: list[SearchHit] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Input(placeholder="Search every conversation…", id="search-input")
+            yield OptionList(id="search-results")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.run_search(event.value)
+
+    def on_input_submitted(self) -> None:
+        self.action_focus_results()
+
+    def action_focus_results(self) -> None:
+        results = self.query_one(OptionList)
+        if results.option_count:
+            results.focus()
+            if results.highlighted is None:
+                results.highlighted = 0
+
+    @work(group="search", exclusive=True, exit_on_error=False)
+    async def run_search(self, query: str) -> None:
+        hits = await self.store.search(query, limit=100) if query.strip() else []
+        self.hits = hits
+        options = [
+            Option(Content.assemble(
+                (sanitize(h.conversation_title)[:40] or "(untitled)", "bold"),
+                (f" · {h.message.role} · {clock(h.message.created_at)}", "dim"),
+                "\n  ", " ".join(sanitize(h.snippet).split())[:120],
+            ))
+            for h in hits
+        ]
+        results = self.query_one(OptionList)
+        results.set_options(options)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        hit = self.hits[event.option_index]
+        self.dismiss(SearchChoice(hit.message.conversation_id, hit.message.seq, hit.message.id))
