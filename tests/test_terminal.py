@@ -22,11 +22,13 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
 class Terminal:
     """chat-tui running in a pty, read and typed into like a person would."""
 
-    def __init__(self, data_dir: Path, base_url: str, *args: str) -> None:
+    def __init__(
+        self, data_dir: Path, base_url: str, *args: str, config: Path | None = None
+    ) -> None:
         env = {
             **os.environ,
             "CHAT_TUI_DATA_DIR": str(data_dir),
-            "CHAT_TUI_CONFIG": str(data_dir / "absent.toml"),
+            "CHAT_TUI_CONFIG": str(config or data_dir / "absent.toml"),
             "TERM": "xterm-256color",
             "COLUMNS": "100",
             "LINES": "30",
