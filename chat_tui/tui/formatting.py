@@ -27,13 +27,13 @@ def clock(ts: float, now: float | None = None) -> str:
 
 
 def until(ts: float | None, now: float | None = None) -> str:
-    """'in 12 s', 'in 3 min', or 'now'."""
+    """'in 12 s', 'in 3 min', or 'in a moment'."""
     if ts is None:
-        return "now"
+        return "in a moment"
     now = time.time() if now is None else now
     left = ts - now
     if left < 1:
-        return "now"
+        return "in a moment"
     if left < 90:
         return f"in {left:.0f} s"
     return f"in {left / 60:.0f} min"

@@ -33,7 +33,7 @@ class MessageView(Vertical):
 
     DEFAULT_CSS = """
     MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
-    MessageView > .header { height: 1; color: $text-muted; }
+    MessageView > .header { height: auto; color: $text-muted; }
     MessageView > .body { height: auto; }
     MessageView.user { border-left: outer $primary; }
     MessageView.assistant { border-left: outer $success; }
@@ -56,7 +56,8 @@ class MessageView(Vertical):
 
     def _body(self) -> Static | Markdown:
         text = sanitize(self.message.content)
-        if self.message.role == "assistant":
+        # Offline answers quote an earlier reply, so they render like one.
+        if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
             return Markdown(text, classes="body", open_links=False)
         return Static(Content(text), classes="body", markup=False)
 
