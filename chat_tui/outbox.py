@@ -290,6 +290,8 @@ class Outbox:
             log.info("message %s was taken over by another sender; reply dropped", question.id)
             return
         self.delivered += 1
+        log.info("message %s delivered (conversation %s, %d chars, attempt %d)",
+                 question.id, question.conversation_id, len(reply.text), question.attempts + 1)
         delivered = await self.store.get_message(question.id)
         if delivered is not None:
             self._emit(MessageChanged(delivered))
@@ -310,6 +312,8 @@ class Outbox:
     async def _handle_failure(self, claim: Claim, error: DeliveryError) -> None:
         message_id = claim.message.id
         self.failures += 1
+        # The reason is the server's or the network's words, never the message text.
+        log.info("message %s not delivered: %s: %s", message_id, error.kind, error.reason)
         now = time.time()
         updated: Message | None
         if isinstance(error, PermanentError):

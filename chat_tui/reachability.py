@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backoff import ProbeSchedule
 from .endpoint import Endpoint
+
+log = logging.getLogger(__name__)
 
 STATES = ("unknown", "online", "offline", "captive", "auth_error")
 ONLINE_RECHECK = 30.0  # seconds between probes while all is well
@@ -137,6 +140,8 @@ class Reachability:
         if not changed and not force and detail == self.current.detail:
             return
         since = time.time() if changed else self.current.since
+        if changed:
+            log.info("endpoint %s: %s", state, detail)
         self.current = ReachabilityState(state, detail, since, self._next_probe_wall())
         if state == "online":
             self._online.set()
