@@ -216,7 +216,9 @@ _GREETING_WORDS = ["hi", "hello", "hey", "thanks", "thank", "thx", "ty", "cheers
 _TO_FILLER = frozenset(
     [
         "how", "want", "wanna", "like", "need", "way", "ways", "going", "able", "have", "has",
-        "had", "try", "trying", "possible", "ought", "used", "supposed", "got", "love"
+        "had", "try", "trying", "possible", "ought", "used", "supposed", "got", "love",
+        # "how long to boil", "best way to", "where to buy": still grammar, not direction.
+        "long", "much", "best", "easiest", "fastest", "quickest", "where", "when", "what"
     ]
 )
 _DIRECTIONS = frozenset(["to", "from", "than", "over", "-", "/", "^", "by"])

@@ -32,6 +32,9 @@ PARAPHRASES: list[tuple[str, str]] = [
      "Could you please explain how to reverse a Python list?"),
     ("convert celsius to fahrenheit", "How do I convert Celsius to Fahrenheit?"),
     ("convert celsius to fahrenheit", "convert celcius into fahrenheit"),
+    # "to" after "how long"/"where" is grammar, not a direction.
+    ("How long should I boil an egg for a runny yolk?", "how long to boil an egg for a runny yolk"),
+    ("where can I buy train tickets in Lisbon", "where to buy train tickets in Lisbon"),
     ("What's the difference between TCP and UDP?", "difference between UDP and TCP"),
     ("python vs java", "Java vs. Python"),
     ("Why is the sky blue?", "why is the sky blue??"),
