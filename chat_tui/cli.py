@@ -100,6 +100,9 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     text = " ".join(args.text) if args.text else ""
     if text == "-" or (not text and not sys.stdin.isatty()):
         text = sys.stdin.read()
+    # Undecodable bytes (argv, stdin) arrive as lone surrogates, which SQLite
+    # cannot store: keep the readable text and mark the bad bytes with U+FFFD.
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if not text.strip():
         raise CliError("nothing to send: give the text as an argument or on stdin", EXIT_USAGE)
 
@@ -251,13 +254,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import Store
+        from .store import opened
 
-        store = await Store.open(settings.db_path)
-        try:
+        async with opened(settings.db_path) as store:
             conversations = await store.list_conversations()
-        finally:
-            await store.close()
         if args.json:
             _out(json.dumps([
                 {"id": c.id, "title": c.title, "created_at": c.created_at,
@@ -284,16 +284,13 @@ def _message_label(m: Message) -> str:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import Store
+        from .store import opened
 
-        store = await Store.open(settings.db_path)
-        try:
+        async with opened(settings.db_path) as store:
             conversation = await store.get_conversation(args.id)
             if conversation is None:
                 raise CliError(f"no conversation with id {args.id}")
             messages = await store.all_messages(args.id)
-        finally:
-            await store.close()
         if args.json:
             _out(json.dumps({
                 "id": conversation.id,
@@ -317,13 +314,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import Store
+        from .store import opened
 
-        store = await Store.open(settings.db_path)
-        try:
+        async with opened(settings.db_path) as store:
             hits = await store.search(args.query, limit=args.limit)
-        finally:
-            await store.close()
         if args.json:
             _out(json.dumps([
                 {"conversation_id": h.message.conversation_id,
@@ -349,16 +343,13 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         from .export import render
-        from .store import Store
+        from .store import opened
 
-        store = await Store.open(settings.db_path)
-        try:
+        async with opened(settings.db_path) as store:
             conversation = await store.get_conversation(args.id)
             if conversation is None:
                 raise CliError(f"no conversation with id {args.id}")
             messages = await store.all_messages(args.id)
-        finally:
-            await store.close()
         text = render(conversation, messages, args.format)
         if args.output in (None, "-"):
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -377,18 +368,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> int:
-            from .store import Store, StoreError
+            from .store import StoreError, opened
 
-            store = await Store.open(settings.db_path)
-            try:
-                if action == "retry":
-                    message = await store.retry(args.id)
-                else:
-                    message = await store.cancel(args.id)
-            except StoreError as exc:
-                raise CliError(str(exc)) from None
-            finally:
-                await store.close()
+            async with opened(settings.db_path) as store:
+                change = store.retry if action == "retry" else store.cancel
+                try:
+                    message = await change(args.id)
+                except StoreError as exc:
+                    raise CliError(str(exc)) from None
             _out(f"message {message.id} is now {message.state}")
             return EXIT_OK
 

@@ -331,7 +331,9 @@ class Store:
                 return
             self.closed = True
             with contextlib.suppress(sqlite3.Error):
-                # Fold the WAL back so the database file stands alone.
+                # Fold the WAL back so the database file stands alone. Only if
+                # nobody is writing: don't make the exit wait out busy_timeout.
+                await self._db.execute("PRAGMA busy_timeout = 0")
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
 
@@ -761,6 +763,12 @@ class Store:
     async def release_all(self, owner: str) -> int:
         """Give back every lease this process holds (on a clean exit)."""
         now = time.time()
+        async with self._read():
+            # A read never waits for another process's write lock: holding no
+            # lease (`send`, `status`…), exit without queueing for one.
+            if not await self._scalar("SELECT 1 FROM outbox WHERE lease_owner = ? LIMIT 1",
+                                      (owner,)):
+                return 0
         async with self._write() as db:
             await db.execute(
                 "UPDATE messages SET state = 'queued', updated_at = ? WHERE state = 'sending' "
@@ -980,6 +988,16 @@ class Store:
                 (REPLY_OFFSET,),
             )
             return [PastQuestion(*tuple(r)) for r in await cur.fetchall()]
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path | str) -> AsyncIterator[Store]:
+    """``async with opened(path) as store``: a store that is closed however the block ends."""
+    store = await Store.open(path)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def _fts_query(text: str) -> str:
