@@ -18,10 +18,11 @@ not store it unless ``chat()`` returns.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -171,8 +172,17 @@ class Endpoint:
 
     # -- reachability ----------------------------------------------------------
 
+    def _redact(self, text: str) -> str:
+        """Servers may echo the Authorization header in errors; the key must not be kept."""
+        key = self.settings.api_key
+        return text.replace(key, "[redacted]") if key and key in text else text
+
     async def probe(self, timeout: float = 5.0) -> ProbeResult:
         """``GET /models``: is the API itself answering?"""
+        result = await self._probe(timeout)
+        return replace(result, detail=self._redact(result.detail))
+
+    async def _probe(self, timeout: float) -> ProbeResult:
         started = time.monotonic()
         try:
             response = await self._client.get(
@@ -222,7 +232,9 @@ class Endpoint:
                 "POST", "chat/completions", json=body, headers=headers
             ) as response:
                 return await self._read_reply(response, on_delta)
-        except DeliveryError:
+        except DeliveryError as exc:
+            exc.reason = self._redact(exc.reason)
+            exc.args = (exc.reason,)
             raise
         except httpx.TransportError as exc:
             reason = _transport_reason(exc)
@@ -241,7 +253,14 @@ class Endpoint:
             return await self._read_stream(response, on_delta)
         if "json" in ctype:
             limit = self.settings.max_reply_chars * 4 + 64 * 1024
-            body = await _read_capped(response, limit)
+            seconds = self.settings.max_reply_seconds
+            try:  # a body that never ends (or drips) must not hold the sender forever
+                async with asyncio.timeout(seconds):
+                    body = await _read_capped(response, limit)
+            except TimeoutError:
+                raise TransientError(
+                    f"the reply did not finish within {seconds:g} s (max_reply_seconds)"
+                ) from None
             return await self._parse_body(body, on_delta)
         raise UnreachableError(
             f"the server answered {ctype.split(';')[0] or 'something'} instead of the API "
