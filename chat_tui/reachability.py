@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backoff import ProbeSchedule
-from .endpoint import Endpoint
+from .endpoint import Endpoint, ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,11 @@ class Reachability:
                 continue
             self._probing = True
             self._publish()
-            result = await self._endpoint.probe()
+            try:
+                result = await self._endpoint.probe()
+            except Exception as exc:  # the watcher must outlive any surprise
+                log.exception("probe failed unexpectedly")
+                result = ProbeResult("offline", f"probe failed: {type(exc).__name__}")
             self._probing = False
             if result.state == "online":
                 self._schedule.reset()

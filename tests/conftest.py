@@ -62,6 +62,12 @@ def fault_server() -> Iterator[FaultServer]:
 
 
 @pytest.fixture
+def server(fault_server: FaultServer) -> FaultServer:
+    """The same loopback server, under the short name the TUI tests use."""
+    return fault_server
+
+
+@pytest.fixture
 def settings(tmp_path: Path, fault_server: FaultServer) -> Settings:
     return make_settings(fault_server.base_url, tmp_path)
 

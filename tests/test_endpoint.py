@@ -367,3 +367,39 @@ async def test_idempotency_key_is_message_key_on_every_attempt(
     wait_settled(fault_server)
     assert fault_server.completed_keys()[key] == 1
     await wait_until(lambda: fault_server.queued_faults() == 0, what="faults used up")
+
+
+async def test_oversized_json_body_fails_once_with_a_reason(fault_server, tmp_path) -> None:
+    from chat_tui.endpoint import Endpoint, PermanentError
+    from tests.conftest import make_settings
+
+    settings = make_settings(fault_server.base_url, tmp_path, stream=False, max_reply_chars=1000)
+    fault_server.reply_fn = lambda body: "y" * 100_000  # beyond 4 × 1000 chars + 64 KiB
+    endpoint = Endpoint(settings)
+    try:
+        with pytest.raises(PermanentError, match="larger than"):
+            await endpoint.chat([{"role": "user", "content": "hi"}], model="m", idempotency_key="k")
+    finally:
+        await endpoint.aclose()
+
+
+async def test_reachability_survives_a_probe_that_raises(tmp_path) -> None:
+    from chat_tui.reachability import Reachability
+
+    class Exploding:
+        calls = 0
+
+        async def probe(self):
+            Exploding.calls += 1
+            raise RuntimeError("boom")
+
+    reach = Reachability(Exploding(), probe_cap=0.2)  # type: ignore[arg-type]
+    task = asyncio.create_task(reach.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while Exploding.calls < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert Exploding.calls >= 3 and not task.done()
+        assert reach.state == "offline" and "RuntimeError" in reach.current.detail
+    finally:
+        task.cancel()

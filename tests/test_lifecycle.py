@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from chat_tui.handoff import is_running
 from tests.fault_server import FaultServer
 from tests.test_terminal import Terminal
@@ -27,12 +25,6 @@ backoff_base = 0.05
 backoff_cap = 0.3
 lease_seconds = 3.0
 """
-
-
-@pytest.fixture
-def server():
-    with FaultServer() as srv:
-        yield srv
 
 
 def poll(predicate: Callable[[], bool], timeout: float, *terms: Terminal) -> bool:
@@ -59,7 +51,8 @@ def count_state(db: Path, state: str) -> int:
     if not db.exists():
         return 0
     try:
-        return rows(db, f"SELECT COUNT(*) FROM messages WHERE role='user' AND state='{state}'")[0][0]
+        sql = f"SELECT COUNT(*) FROM messages WHERE role='user' AND state='{state}'"
+        return rows(db, sql)[0][0]
     except sqlite3.OperationalError:  # not created yet
         return 0
 

@@ -91,12 +91,6 @@ class Terminal:
             os.close(self.fd)
 
 
-@pytest.fixture
-def server():
-    with FaultServer() as srv:
-        yield srv
-
-
 def db_facts(db: Path) -> dict[str, object]:
     conn = sqlite3.connect(db)
     try:

@@ -7,20 +7,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from chat_tui.config import Settings
 from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import PAGE_SIZE, MessageView
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from tests.fault_server import Fault, FaultServer
-
-
-@pytest.fixture
-def server():
-    with FaultServer() as srv:
-        yield srv
 
 
 def make_settings(srv: FaultServer, data_dir: Path, **overrides) -> Settings:

@@ -12,7 +12,7 @@ from chat_tui.tui.screens.queue import QueueScreen
 from chat_tui.tui.screens.search import SearchScreen
 from chat_tui.tui.widgets.chat_view import MessageView
 from tests.fault_server import Fault, FaultServer
-from tests.test_tui import make_settings, server, views, wait_until  # noqa: F401 - fixture
+from tests.test_tui import make_settings, views, wait_until
 
 
 async def seed_history(db: Path, pairs: list[tuple[str, str]], title: str = "Geography") -> int:
