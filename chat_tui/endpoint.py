@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -191,6 +191,8 @@ class Endpoint:
             )
         except httpx.TransportError as exc:
             return ProbeResult("offline", _transport_reason(exc))
+        except httpx.HTTPError as exc:  # e.g. a broken gzip body: something odd answered
+            return ProbeResult("captive", f"unreadable answer to /models: {exc}")
         latency = time.monotonic() - started
         if response.status_code in (404, 405):
             # The server is there; it just has no /models (some local servers).
@@ -261,6 +263,13 @@ class Endpoint:
                 raise TransientError(
                     f"the reply did not finish within {seconds:g} s (max_reply_seconds)"
                 ) from None
+            if len(body) >= limit:
+                # A whole JSON body can't be cut and still parse, and asking
+                # again brings the same body: fail once, saying what to do.
+                raise PermanentError(
+                    f"the reply was larger than {limit:,} bytes; with stream = true "
+                    "a long reply is kept, cut and labelled"
+                )
             return await self._parse_body(body, on_delta)
         raise UnreachableError(
             f"the server answered {ctype.split(';')[0] or 'something'} instead of the API "
@@ -315,8 +324,10 @@ class Endpoint:
                     if result is not None:
                         await result
 
+        guard = _GuardedStream(response, deadline, 8 * limit + 64 * 1024)
         try:
-            async for event in EventSource(response).aiter_sse():
+            async for event in EventSource(guard).aiter_sse():  # type: ignore[arg-type]
+                guard.pending = 0
                 data = event.data.strip()
                 if not data:
                     continue
@@ -351,12 +362,46 @@ class Endpoint:
                     return Reply(self._cap(text, why), "length", model, True)
         except SSEError as exc:
             raise TransientError(f"bad stream: {exc}") from None
+        except _StreamDeadline:  # bytes kept coming, but no event (comments, one endless line)
+            why = f"still streaming after {self.settings.max_reply_seconds:.0f} s"
+            return Reply(self._cap("".join(parts), why), "length", model, True)
         tail = cleaner.flush()
         if tail:
             parts.append(tail)
         if finish is None:
             raise TransientError("the stream ended before the reply was finished")
         return Reply("".join(parts), finish, model)
+
+
+class _StreamDeadline(Exception):
+    """max_reply_seconds passed while the stream was still sending."""
+
+
+class _GuardedStream:
+    """The response as EventSource reads it, with limits between two events.
+
+    The checks after each event cannot run while a hostile stream sends no
+    event at all (one endless line, data lines without the blank line that
+    ends an event, only comments): memory would grow, or time run, unbounded.
+    """
+
+    def __init__(self, response: httpx.Response, deadline: float, max_pending: int) -> None:
+        self._response = response
+        self.headers = response.headers
+        self.deadline = deadline
+        self.max_pending = max_pending
+        self.pending = 0  # characters received since the last complete event
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        async for text in self._response.aiter_text():
+            self.pending += len(text)
+            if self.pending > self.max_pending:
+                raise TransientError(
+                    f"the stream sent {self.pending:,} characters without a complete event"
+                )
+            if time.monotonic() > self.deadline:
+                raise _StreamDeadline
+            yield text
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
