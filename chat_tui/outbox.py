@@ -85,6 +85,11 @@ class SubmitResult:
     duplicate: bool
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def make_owner_id() -> str:
     """A lease owner name unique to this process (host, pid, random)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -271,7 +276,7 @@ class Outbox:
                 on_delta=lambda text: self._emit(ReplyDelta(question, text)),
             )
         except DeliveryError as error:
-            renewer.cancel()
+            await _stop(renewer)
             self._emit(ReplyAborted(question, error))
             await self._handle_failure(claim, error)
             return
@@ -279,8 +284,9 @@ class Outbox:
             renewer.cancel()
             self._emit(ReplyAborted(question, TransientError("stopped")))
             raise
-        finally:
-            renewer.cancel()
+        # Wait for the renewer to be gone before completing, so its last write
+        # cannot interleave with ours.
+        await _stop(renewer)
         self.reachability.report_success()
         stored = await self.store.complete(
             question.id, self.owner, reply.text, meta={"model": reply.model or model,

@@ -294,6 +294,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             await db.close()
             raise StoreError(_explain_db_error(path, exc)) from None
+        except StoreError:
+            # e.g. a newer schema: close, or aiosqlite's thread keeps the process alive.
+            await db.close()
+            raise
         with contextlib.suppress(OSError):
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(path) + suffix)
@@ -361,10 +365,11 @@ class Store:
         async with self._lock:
             self._check_open()
             try:
+                # BEGIN sits inside the rollback guard: aiosqlite runs a queued
+                # statement even when its await is cancelled, so a cancelled
+                # BEGIN would otherwise leave a transaction (and the write lock)
+                # open for every later write of this process.
                 await self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(_explain_db_error(self.path, exc)) from None
-            try:
                 yield self._db
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
@@ -465,6 +470,7 @@ class Store:
         """
         now = time.time() if now is None else now
         async with self._write() as db:
+            new_conversation = conversation_id is None
             if conversation_id is None:
                 conversation_id = await self._insert_conversation(db, title_from(text), now)
             else:
@@ -507,7 +513,10 @@ class Store:
                 "VALUES (?, ?, ?, ?)",
                 (message_id, conversation_id, now, now),
             )
-            await db.execute("DELETE FROM drafts WHERE conversation_id IN (?, 0)", (conversation_id,))
+            # The sent text was this composer's draft: the conversation's own,
+            # or the new-conversation one (0) if this message started it.
+            draft_key = 0 if new_conversation else conversation_id
+            await db.execute("DELETE FROM drafts WHERE conversation_id = ?", (draft_key,))
             assert message_id is not None
             message = await self._fetch_message(db, message_id)
         assert message is not None

@@ -427,3 +427,50 @@ async def test_counts_and_queue_items(store: Store) -> None:
     items = {i.message.id: i.as_json() for i in await store.queue_items()}
     assert items[a.id]["state"] == "failed" and items[a.id]["last_error"] == "HTTP 400: no"
     assert items[b.id]["state"] == "queued"
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction(
+    tmp_path: Path,
+) -> None:
+    """Found by the soak: a lease renewal cancelled inside BEGIN IMMEDIATE (another
+    process was writing) left the transaction open, so every later write failed and
+    other processes were locked out."""
+    import asyncio
+    import sqlite3
+    import time
+
+    path = tmp_path / "chat.db"
+    store = await Store.open(path)
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    try:
+        message, _ = await store.enqueue(None, "hello")
+        assert await store.claim_next("me", lease_seconds=30) is not None
+        other.execute("BEGIN IMMEDIATE")  # another process is writing right now
+        renew = asyncio.create_task(store.renew_lease(message.id, "me", time.time() + 30))
+        await asyncio.sleep(0.2)  # the renewal now waits inside BEGIN (busy_timeout)
+        renew.cancel()
+        await asyncio.sleep(0.05)
+        other.execute("COMMIT")  # the queued BEGIN may now run
+        await asyncio.gather(renew, return_exceptions=True)
+        reply = await store.complete(message.id, "me", "echo: hello")
+        assert reply is not None and reply.content == "echo: hello"
+        other.execute("BEGIN IMMEDIATE")  # and other processes can still write
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_sending_keeps_the_other_composers_drafts(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "chat.db")
+    try:
+        first, _ = await store.enqueue(None, "start")
+        await store.save_draft(None, "a new conversation, half typed")
+        await store.save_draft(first.conversation_id, "reply being typed")
+        await store.enqueue(first.conversation_id, "reply being typed")
+        assert await store.load_draft(first.conversation_id) == ""
+        assert await store.load_draft(None) == "a new conversation, half typed"
+        await store.enqueue(None, "a new conversation, half typed")
+        assert await store.load_draft(None) == ""
+    finally:
+        await store.close()
