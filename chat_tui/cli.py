@@ -488,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chat-tui: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not settings.verify_tls and args.func is not cmd_tui:  # the TUI shows its own warning
+        print("chat-tui: warning: TLS certificate verification is OFF (verify_tls = false): "
+              "the connection and the API key are not protected", file=sys.stderr)
     from .logs import setup_logging
     from .store import StoreError
 

@@ -9,11 +9,13 @@ into a clear message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 APP_NAME = "chat-tui"
 DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
@@ -141,6 +143,19 @@ def _coerce_file_values(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 def _validate(settings: Settings) -> Settings:
     if not settings.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"base_url must start with http:// or https://, not {settings.base_url!r}")
+    # A URL the HTTP client would reject (bad port, broken IPv6 literal, no
+    # host, spaces or control characters) must fail here, not as a traceback.
+    try:
+        url = urlsplit(settings.base_url)
+        url.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"base_url {settings.base_url!r} is not a valid URL: {exc}") from None
+    if not url.hostname or any(ch <= " " or ch == "\x7f" for ch in settings.base_url):
+        raise ConfigError(f"base_url {settings.base_url!r} is not a valid URL")
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and not math.isfinite(value):  # nan, inf from TOML
+            raise ConfigError(f"'{f.name}' must be a finite number, not {value}")
     for name in ("connect_timeout", "read_timeout", "lease_seconds", "backoff_base", "probe_cap"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"'{name}' must be greater than 0")

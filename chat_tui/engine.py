@@ -101,7 +101,11 @@ class Engine:
         on_reachability: Callable[[ReachabilityState], None] | None = None,
     ) -> Engine:
         store = await Store.open(settings.db_path)
-        return cls(settings, store, listener=listener, on_reachability=on_reachability)
+        try:
+            return cls(settings, store, listener=listener, on_reachability=on_reachability)
+        except BaseException:
+            await store.close()  # an open database thread would keep the process alive
+            raise
 
     def start_watching(self) -> None:
         """Start the reachability watcher (probes at once)."""

@@ -22,7 +22,8 @@ LOCK_NAME = "sync.lock"
 def acquire_lock(data_dir: Path) -> IO[bytes] | None:
     """Take the hand-off lock; returns the open file to keep, or None if it is held."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handle = open(data_dir / LOCK_NAME, "ab")  # noqa: SIM115 - held for the process's life
+    fd = os.open(data_dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handle = open(fd, "ab")  # noqa: SIM115 - held for the process's life
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from logging.handlers import RotatingFileHandler
+from typing import TextIO
 
 from .config import Settings
 
@@ -31,6 +32,14 @@ class _RedactKey(logging.Filter):
         return True
 
 
+class _PrivateRotatingFileHandler(RotatingFileHandler):
+    """Creates the log 0600 itself, also the fresh file after a rollover (umask or not)."""
+
+    def _open(self) -> TextIO:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(settings: Settings, *, verb: str) -> None:
     """Log to ``chat-tui.log`` in the data dir (0600). Failing to log never stops the program."""
     try:
@@ -38,8 +47,9 @@ def setup_logging(settings: Settings, *, verb: str) -> None:
         path = settings.log_path
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                      encoding="utf-8")
+        os.chmod(path, 0o600)  # one left readable (older version, by hand) is tightened
+        handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                              encoding="utf-8")
     except OSError:
         return
     handler.setFormatter(logging.Formatter(

@@ -88,7 +88,8 @@ class ChatApp(App[int]):
                 yield OfflineBanner()
                 yield ChatView(id="chat")
                 yield Composer(id="composer")
-        yield StatusLine(self.settings.base_url, self.settings.model)
+        yield StatusLine(self.settings.base_url, self.settings.model,
+                         tls_off=not self.settings.verify_tls)
         yield Footer()
 
     @property
@@ -106,6 +107,10 @@ class ChatApp(App[int]):
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
         self.composer.focus()
+        if not self.settings.verify_tls:
+            self.notify("TLS certificate verification is OFF (verify_tls = false): the "
+                        "connection and the API key are not protected.", title="Insecure",
+                        severity="warning", timeout=15, markup=False)
         if self.engine is None:
             try:
                 self.engine = await Engine.open(
@@ -118,9 +123,13 @@ class ChatApp(App[int]):
                 return
         self.engine.start_watching()
         self.engine.start_delivery()
-        self.conversations = await self.engine.store.list_conversations()
-        await self.open_conversation(self.conversations[0].id if self.conversations else None)
-        self._data_version = await self.engine.store.data_version()
+        try:
+            self.conversations = await self.engine.store.list_conversations()
+            await self.open_conversation(self.conversations[0].id if self.conversations else None)
+            self._data_version = await self.engine.store.data_version()
+        except StoreError as exc:  # e.g. damaged pages: it opened, but can't be read
+            self.exit(return_code=1, message=f"chat-tui: {exc}")
+            return
         self.set_interval(EXTERNAL_POLL, self._check_external_changes)
         await self._refresh_queue_and_sidebar()
 

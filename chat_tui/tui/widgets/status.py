@@ -29,10 +29,11 @@ class StatusLine(Static):
     queued: reactive[int] = reactive(0)
     reach: reactive[ReachabilityState | None] = reactive(None)
 
-    def __init__(self, endpoint: str, model: str) -> None:
+    def __init__(self, endpoint: str, model: str, *, tls_off: bool = False) -> None:
         super().__init__(markup=False)
         self.endpoint = endpoint
         self.model = model
+        self.tls_off = tls_off  # verify_tls = false: marked for as long as the app runs
 
     def set_model(self, model: str) -> None:
         self.model = model
@@ -52,6 +53,8 @@ class StatusLine(Static):
         ]
         if self.queued:
             parts += ["  ", (f"◷ {self.queued} queued", "bold $warning")]
+        if self.tls_off:
+            parts += ["  ", ("⚠ TLS unverified", "bold $error")]
         self.update(Content.assemble(*parts))
 
 
