@@ -156,7 +156,8 @@ def _validate(settings: Settings) -> Settings:
         value = getattr(settings, f.name)
         if isinstance(value, float) and not math.isfinite(value):  # nan, inf from TOML
             raise ConfigError(f"'{f.name}' must be a finite number, not {value}")
-    for name in ("connect_timeout", "read_timeout", "lease_seconds", "backoff_base", "probe_cap"):
+    for name in ("connect_timeout", "read_timeout", "lease_seconds", "backoff_base", "probe_cap",
+                 "max_reply_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"'{name}' must be greater than 0")
     for name in ("max_age", "dedup_window", "backoff_cap"):

@@ -302,6 +302,15 @@ class Endpoint:
     def _cap(self, text: str, why: str) -> str:
         return text + CAP_MARKER.format(limit=f"{len(text):,} characters", why=why)
 
+    def _cut_for_time(self, parts: list[str], model: str | None) -> Reply:
+        """A stream past max_reply_seconds: keep what came, labelled; nothing is no reply."""
+        seconds = self.settings.max_reply_seconds
+        text = "".join(parts)
+        if not text.strip():
+            raise TransientError(f"the stream sent no text in {seconds:g} s")
+        return Reply(self._cap(text, f"still streaming after {seconds:.0f} s"), "length", model,
+                     True)
+
     async def _read_stream(self, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
         from httpx_sse import EventSource, SSEError
 
@@ -357,14 +366,11 @@ class Endpoint:
                     text = "".join(parts)[:limit]
                     return Reply(self._cap(text, "too long"), "length", model, True)
                 if time.monotonic() > deadline:
-                    text = "".join(parts)
-                    why = f"still streaming after {self.settings.max_reply_seconds:.0f} s"
-                    return Reply(self._cap(text, why), "length", model, True)
+                    return self._cut_for_time(parts, model)
         except SSEError as exc:
             raise TransientError(f"bad stream: {exc}") from None
         except _StreamDeadline:  # bytes kept coming, but no event (comments, one endless line)
-            why = f"still streaming after {self.settings.max_reply_seconds:.0f} s"
-            return Reply(self._cap("".join(parts), why), "length", model, True)
+            return self._cut_for_time(parts, model)
         tail = cleaner.flush()
         if tail:
             parts.append(tail)

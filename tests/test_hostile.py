@@ -221,11 +221,11 @@ def test_stream_without_events_is_bounded_in_memory_and_time(
     assert result["seconds"] < 8, result["seconds"]
     assert result["rss_mb"] < 150, f"peak RSS {result['rss_mb']:.0f} MB"
     messages = show(cli_env, sent["conversation_id"])["messages"]
-    if messages[0]["state"] == "queued":  # cut for size: a transient failure
-        assert "without a complete event" in messages[0]["error"]
-    else:  # cut for time: labelled as such, never a silent partial
-        assert [m["state"] for m in messages] == ["delivered", "complete"]
-        assert "still streaming after 1 s" in messages[1]["content"]
+    # No text ever arrived, so nothing may be stored as a reply: cut for size or
+    # for time, it is a transient failure and the message waits for a retry.
+    assert [m["state"] for m in messages] == ["queued"]
+    assert ("without a complete event" in messages[0]["error"]
+            or "sent no text in 1 s" in messages[0]["error"])
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])

@@ -296,6 +296,8 @@ class ChatApp(App[int]):
     @on(EngineEvent)
     async def _engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        if not self._widgets_alive():
+            return
         chat = self.chat
         if isinstance(event, ReplyDelta):
             await chat.stream_delta(event.question, event.text)
@@ -313,6 +315,8 @@ class ChatApp(App[int]):
     @on(ReachabilityChanged)
     def _reachability_changed(self, message: ReachabilityChanged) -> None:
         self.reach = message.state
+        if not self._widgets_alive():
+            return
         self.query_one(StatusLine).reach = message.state
         self.query_one(OfflineBanner).show_state(message.state, self.queued)
 
@@ -326,19 +330,32 @@ class ChatApp(App[int]):
         if self.engine is None:
             return
         store = self.engine.store
-        self.queued = await store.pending_count()
+        try:
+            self.queued = await store.pending_count()
+            self.conversations = await store.list_conversations()
+        except StoreError:
+            return  # closing, or a passing lock: the next change refreshes again
+        if not self._widgets_alive():
+            return
         self.query_one(StatusLine).queued = self.queued
         if self.reach is not None:
             self.query_one(OfflineBanner).show_state(self.reach, self.queued)
-        self.conversations = await store.list_conversations()
         self.query_one(ConversationList).show(self.conversations, self._current_id)
         await self._refresh_queue_screen()
+
+    def _widgets_alive(self) -> bool:
+        """False while the app shuts down: its widgets go before on_unmount runs,
+        and a timer or a late message may still fire in between."""
+        return self.is_running and bool(self.query(StatusLine))
 
     async def _check_external_changes(self) -> None:
         """Show what other processes (sync, another TUI, `send`) wrote, within a second."""
         if self.engine is None:
             return
-        version = await self.engine.store.data_version()
+        try:
+            version = await self.engine.store.data_version()
+        except StoreError:
+            return
         if version == self._data_version:
             return
         self._data_version = version
@@ -350,8 +367,14 @@ class ChatApp(App[int]):
             return
         since = self._last_external_check - 2.0  # clocks of one machine; a margin for slow commits
         self._last_external_check = time.time()
-        for changed in await self.engine.store.messages_changed_since(since):
-            await self.chat.upsert(changed)
+        try:
+            changed = await self.engine.store.messages_changed_since(since)
+        except StoreError:
+            return
+        for message in changed:
+            if not self._widgets_alive():
+                return
+            await self.chat.upsert(message)
         self.engine.outbox.wake()
         await self._refresh_queue_and_sidebar()
 
