@@ -117,15 +117,21 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
             message = result.message
             if not args.wait:
                 if args.json:
-                    _out(json.dumps({
-                        "conversation_id": message.conversation_id,
-                        "message_id": message.id,
-                        "state": message.state,
-                        "duplicate": result.duplicate,
-                    }))
+                    _out(
+                        json.dumps(
+                            {
+                                "conversation_id": message.conversation_id,
+                                "message_id": message.id,
+                                "state": message.state,
+                                "duplicate": result.duplicate,
+                            }
+                        )
+                    )
                 elif result.duplicate:
-                    _out(f"already queued as message {message.id} in conversation "
-                         f"{message.conversation_id}; not queued twice")
+                    _out(
+                        f"already queued as message {message.id} in conversation "
+                        f"{message.conversation_id}; not queued twice"
+                    )
                 else:
                     _out(f"queued message {message.id} in conversation {message.conversation_id}")
                 return EXIT_OK
@@ -152,8 +158,10 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
             offline_shown = True
             notice = await engine.offline_answer(message)
             if notice is not None and not args.json:
-                print(f"[{sanitize(str(notice.meta.get('label')))}]\n{sanitize(notice.content)}\n",
-                      file=sys.stderr)
+                print(
+                    f"[{sanitize(str(notice.meta.get('label')))}]\n{sanitize(notice.content)}\n",
+                    file=sys.stderr,
+                )
         if deadline is not None and time.monotonic() > deadline:
             code = EXIT_OFFLINE if not reach.online else EXIT_TIMEOUT
             why = reach.current.describe() if not reach.online else "timed out"
@@ -165,18 +173,24 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
         page = await engine.store.messages_around(message.conversation_id, message.seq, limit=8)
         reply = next((m for m in page if m.role == "assistant" and m.reply_to == message.id), None)
     if args.json:
-        _out(json.dumps({
-            "conversation_id": message.conversation_id,
-            "message_id": message.id,
-            "state": message.state,
-            "error": message.error,
-            "reply": reply.content if reply else None,
-        }))
+        _out(
+            json.dumps(
+                {
+                    "conversation_id": message.conversation_id,
+                    "message_id": message.id,
+                    "state": message.state,
+                    "error": message.error,
+                    "reply": reply.content if reply else None,
+                }
+            )
+        )
     elif reply is not None:
         _out(sanitize(reply.content))
     else:
-        print(f"chat-tui: message {message_id} {message.state}: {sanitize(message.error or '')}",
-              file=sys.stderr)
+        print(
+            f"chat-tui: message {message_id} {message.state}: {sanitize(message.error or '')}",
+            file=sys.stderr,
+        )
     return EXIT_OK if message.state == "delivered" else EXIT_FAILED
 
 
@@ -207,8 +221,10 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                 left = await engine.store.pending_count()
                 print(f"chat-tui: timed out with {left} still queued", file=sys.stderr)
                 return EXIT_TIMEOUT
-            _out(f"delivered {engine.outbox.delivered}; "
-                 f"{await engine.store.pending_count()} still queued")
+            _out(
+                f"delivered {engine.outbox.delivered}; "
+                f"{await engine.store.pending_count()} still queued"
+            )
             return EXIT_OK
 
     return _run(run())
@@ -223,20 +239,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             counts = await engine.store.counts()
             items = await engine.store.queue_items()
             if args.json:
-                _out(json.dumps({
-                    "endpoint": settings.base_url,
-                    "model": settings.model,
-                    "reachability": {"state": reach.state, "detail": reach.detail},
-                    "counts": counts,
-                    "items": [item.as_json() for item in items],
-                }, indent=2))
+                _out(
+                    json.dumps(
+                        {
+                            "endpoint": settings.base_url,
+                            "model": settings.model,
+                            "reachability": {"state": reach.state, "detail": reach.detail},
+                            "counts": counts,
+                            "items": [item.as_json() for item in items],
+                        },
+                        indent=2,
+                    )
+                )
                 return EXIT_OK
             from .sanitize import sanitize
 
             _out(f"endpoint: {settings.base_url} ({settings.model})")
             _out(f"state:    {reach.describe()}")
-            _out("messages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-                 if any(counts.values()) else "messages: none")
+            _out(
+                "messages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+                if any(counts.values())
+                else "messages: none"
+            )
             for item in items:
                 m = item.message
                 extra = f" attempts={m.attempts}" if m.attempts else ""
@@ -245,8 +269,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 if m.error:
                     extra += f" error={sanitize(m.error)}"
                 preview = sanitize(m.content.splitlines()[0] if m.content else "")[:50]
-                _out(f"  #{m.id} [{m.state}] {sanitize(item.conversation_title)[:30]!s}: "
-                     f"{preview}{extra}")
+                _out(
+                    f"  #{m.id} [{m.state}] {sanitize(item.conversation_title)[:30]!s}: "
+                    f"{preview}{extra}"
+                )
             return EXIT_OK
 
     return _run(run())
@@ -259,11 +285,19 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         async with opened(settings.db_path) as store:
             conversations = await store.list_conversations()
         if args.json:
-            _out(json.dumps([
-                {"id": c.id, "title": c.title, "created_at": c.created_at,
-                 "updated_at": c.updated_at}
-                for c in conversations
-            ]))
+            _out(
+                json.dumps(
+                    [
+                        {
+                            "id": c.id,
+                            "title": c.title,
+                            "created_at": c.created_at,
+                            "updated_at": c.updated_at,
+                        }
+                        for c in conversations
+                    ]
+                )
+            )
             return EXIT_OK
         from .sanitize import sanitize
 
@@ -292,11 +326,15 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                 raise CliError(f"no conversation with id {args.id}")
             messages = await store.all_messages(args.id)
         if args.json:
-            _out(json.dumps({
-                "id": conversation.id,
-                "title": conversation.title,
-                "messages": [m.as_json() for m in messages],
-            }))
+            _out(
+                json.dumps(
+                    {
+                        "id": conversation.id,
+                        "title": conversation.title,
+                        "messages": [m.as_json() for m in messages],
+                    }
+                )
+            )
             return EXIT_OK
         from .sanitize import sanitize
 
@@ -319,20 +357,30 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         async with opened(settings.db_path) as store:
             hits = await store.search(args.query, limit=args.limit)
         if args.json:
-            _out(json.dumps([
-                {"conversation_id": h.message.conversation_id,
-                 "conversation_title": h.conversation_title,
-                 "message_id": h.message.id, "role": h.message.role,
-                 "created_at": h.message.created_at, "snippet": h.snippet}
-                for h in hits
-            ]))
+            _out(
+                json.dumps(
+                    [
+                        {
+                            "conversation_id": h.message.conversation_id,
+                            "conversation_title": h.conversation_title,
+                            "message_id": h.message.id,
+                            "role": h.message.role,
+                            "created_at": h.message.created_at,
+                            "snippet": h.snippet,
+                        }
+                        for h in hits
+                    ]
+                )
+            )
             return EXIT_OK
         from .sanitize import sanitize
 
         for h in hits:
             snippet = " ".join(sanitize(h.snippet).split())
-            _out(f"{h.message.conversation_id:>6}  {sanitize(h.conversation_title)[:30]:<30}  "
-                 f"#{h.message.id} {h.message.role}: {snippet}")
+            _out(
+                f"{h.message.conversation_id:>6}  {sanitize(h.conversation_title)[:30]:<30}  "
+                f"#{h.message.id} {h.message.role}: {snippet}"
+            )
         if not hits:
             _out("no matches")
         return EXIT_OK
@@ -389,7 +437,9 @@ def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1")
+    common.add_argument(
+        "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1"
+    )
     common.add_argument("--model", help="model name sent with each request")
 
     parser = argparse.ArgumentParser(
@@ -404,76 +454,137 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=cmd_tui)
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
 
-    p = verbs.add_parser("send", parents=[common], help="queue a message",
-                         description="Queue a message for delivery (durably, before returning).")
+    p = verbs.add_parser(
+        "send",
+        parents=[common],
+        help="queue a message",
+        description="Queue a message for delivery (durably, before returning).",
+    )
     target = p.add_mutually_exclusive_group()
-    target.add_argument("-c", "--conversation", type=int, metavar="ID",
-                        help="conversation to add to (default: the most recent)")
+    target.add_argument(
+        "-c",
+        "--conversation",
+        type=int,
+        metavar="ID",
+        help="conversation to add to (default: the most recent)",
+    )
     target.add_argument("--new", action="store_true", help="start a new conversation")
     p.add_argument("--json", action="store_true", help="print {conversation_id, message_id, state}")
-    p.add_argument("--wait", action="store_true",
-                   help="wait for the reply and print it (exit 0 delivered, 4 failed, "
-                   "3 timed out, 5 offline)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                   help="with --wait: give up waiting after S seconds (the message stays queued)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the reply and print it (exit 0 delivered, 4 failed, 3 timed out, 5 offline)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="with --wait: give up waiting after S seconds (the message stays queued)",
+    )
     p.add_argument("text", nargs="*", help="the message ('-' or nothing: read stdin)")
     p.set_defaults(func=cmd_send)
 
-    p = verbs.add_parser("sync", parents=[common], help="deliver queued messages",
-                         description="Deliver queued messages without the chat window.")
+    p = verbs.add_parser(
+        "sync",
+        parents=[common],
+        help="deliver queued messages",
+        description="Deliver queued messages without the chat window.",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true",
-                      help="send what is deliverable now, then exit (default)")
-    mode.add_argument("--until-empty", action="store_true",
-                      help="keep going until nothing is deliverable without the user")
+    mode.add_argument(
+        "--once", action="store_true", help="send what is deliverable now, then exit (default)"
+    )
+    mode.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="keep going until nothing is deliverable without the user",
+    )
     mode.add_argument("--watch", action="store_true", help="run until stopped")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="give up after S seconds (exit status 3)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up after S seconds (exit status 3)",
+    )
     p.add_argument("--handoff", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sync)
 
-    p = verbs.add_parser("status", parents=[common], help="reachability and the queue",
-                         description="Show whether the endpoint answers and what is queued.")
+    p = verbs.add_parser(
+        "status",
+        parents=[common],
+        help="reachability and the queue",
+        description="Show whether the endpoint answers and what is queued.",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = verbs.add_parser("list", parents=[common], help="list conversations",
-                         description="List conversations, most recent first.")
+    p = verbs.add_parser(
+        "list",
+        parents=[common],
+        help="list conversations",
+        description="List conversations, most recent first.",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = verbs.add_parser("show", parents=[common], help="print a conversation",
-                         description="Print a conversation with every message and its state.")
+    p = verbs.add_parser(
+        "show",
+        parents=[common],
+        help="print a conversation",
+        description="Print a conversation with every message and its state.",
+    )
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = verbs.add_parser("search", parents=[common], help="full-text search of history",
-                         description="Search every message of every conversation.")
+    p = verbs.add_parser(
+        "search",
+        parents=[common],
+        help="full-text search of history",
+        description="Search every message of every conversation.",
+    )
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
-    p = verbs.add_parser("export", parents=[common], help="write a conversation to a file",
-                         description="Export a conversation as Markdown or JSON.")
+    p = verbs.add_parser(
+        "export",
+        parents=[common],
+        help="write a conversation to a file",
+        description="Export a conversation as Markdown or JSON.",
+    )
     p.add_argument("id", type=int)
     p.add_argument("--format", choices=("md", "json"), default="md")
     p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 
-    p = verbs.add_parser("retry", parents=[common], help="requeue a failed or expired message",
-                         description="Put a failed, expired or cancelled message back in the queue.")
+    p = verbs.add_parser(
+        "retry",
+        parents=[common],
+        help="requeue a failed or expired message",
+        description="Put a failed, expired or cancelled message back in the queue.",
+    )
     p.add_argument("id", type=int, help="message id (see `chat-tui status`)")
     p.set_defaults(func=_queue_action("retry"))
 
-    p = verbs.add_parser("cancel", parents=[common], help="cancel a queued message",
-                         description="Cancel a queued, failed or expired message (kept in history).")
+    p = verbs.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a queued message",
+        description="Cancel a queued, failed or expired message (kept in history).",
+    )
     p.add_argument("id", type=int, help="message id (see `chat-tui status`)")
     p.set_defaults(func=_queue_action("cancel"))
 
-    p = verbs.add_parser("paths", parents=[common], help="where config, data and logs live",
-                         description="Print where the config file, database and log live.")
+    p = verbs.add_parser(
+        "paths",
+        parents=[common],
+        help="where config, data and logs live",
+        description="Print where the config file, database and log live.",
+    )
     p.set_defaults(func=cmd_paths)
     return parser
 
@@ -489,12 +600,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chat-tui: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not settings.verify_tls and args.func is not cmd_tui:  # the TUI shows its own warning
-        print("chat-tui: warning: TLS certificate verification is OFF (verify_tls = false): "
-              "the connection and the API key are not protected", file=sys.stderr)
+        print(
+            "chat-tui: warning: TLS certificate verification is OFF (verify_tls = false): "
+            "the connection and the API key are not protected",
+            file=sys.stderr,
+        )
     from .logs import setup_logging
     from .store import StoreError
 
-    setup_logging(settings, verb=args.func.__name__.removeprefix("cmd_").replace("command", "queue"))
+    setup_logging(
+        settings, verb=args.func.__name__.removeprefix("cmd_").replace("command", "queue")
+    )
     try:
         return args.func(args, settings)
     except CliError as exc:

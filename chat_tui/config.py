@@ -81,8 +81,15 @@ def default_data_dir() -> Path:
 # Keys a config file may set, with the type each must have. Paths and the API
 # key are handled separately.
 _FILE_KEYS: dict[str, tuple[type, ...]] = {
-    f.name: ((int, float) if f.type in ("float",) else (bool,) if f.type == "bool" else
-             (int,) if f.type == "int" else (str,))
+    f.name: (
+        (int, float)
+        if f.type in ("float",)
+        else (bool,)
+        if f.type == "bool"
+        else (int,)
+        if f.type == "int"
+        else (str,)
+    )
     for f in fields(Settings)
     if f.name not in ("data_dir", "config_path", "api_key")
 }
@@ -142,7 +149,9 @@ def _coerce_file_values(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 
 def _validate(settings: Settings) -> Settings:
     if not settings.base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with http:// or https://, not {settings.base_url!r}")
+        raise ConfigError(
+            f"base_url must start with http:// or https://, not {settings.base_url!r}"
+        )
     # A URL the HTTP client would reject (bad port, broken IPv6 literal, no
     # host, spaces or control characters) must fail here, not as a traceback.
     try:
@@ -156,8 +165,14 @@ def _validate(settings: Settings) -> Settings:
         value = getattr(settings, f.name)
         if isinstance(value, float) and not math.isfinite(value):  # nan, inf from TOML
             raise ConfigError(f"'{f.name}' must be a finite number, not {value}")
-    for name in ("connect_timeout", "read_timeout", "lease_seconds", "backoff_base", "probe_cap",
-                 "max_reply_seconds"):
+    for name in (
+        "connect_timeout",
+        "read_timeout",
+        "lease_seconds",
+        "backoff_base",
+        "probe_cap",
+        "max_reply_seconds",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"'{name}' must be greater than 0")
     for name in ("max_age", "dedup_window", "backoff_cap"):
@@ -178,8 +193,10 @@ def load_settings(
 ) -> Settings:
     """Build settings from the four layers. Flags are the keyword arguments."""
     env = os.environ if environ is None else environ
-    config_path = Path(env["CHAT_TUI_CONFIG"]).expanduser() if env.get("CHAT_TUI_CONFIG") else (
-        default_config_path()
+    config_path = (
+        Path(env["CHAT_TUI_CONFIG"]).expanduser()
+        if env.get("CHAT_TUI_CONFIG")
+        else (default_config_path())
     )
     values: dict[str, Any] = {"config_path": config_path}
     values.update(_coerce_file_values(config_path, _read_config_file(config_path)))

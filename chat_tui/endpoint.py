@@ -135,8 +135,9 @@ def classify_status(response: httpx.Response, body: bytes) -> DeliveryError:
         return AuthError(reason, status=status)
     if 300 <= status < 400:
         # Portals redirect every request to their login page.
-        return UnreachableError(f"redirected to {response.headers.get('location', '?')}",
-                                captive=True)
+        return UnreachableError(
+            f"redirected to {response.headers.get('location', '?')}", captive=True
+        )
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if status == 429 and code and "insufficient_quota" in code:
         return PermanentError(reason, status=status)
@@ -208,7 +209,8 @@ class Endpoint:
             return ProbeResult("online", f"HTTP {response.status_code}", latency)
         ctype = response.headers.get("content-type", "?").split(";")[0]
         return ProbeResult(
-            "captive", f"HTTP {response.status_code} {ctype} instead of the API (a login page?)",
+            "captive",
+            f"HTTP {response.status_code} {ctype} instead of the API (a login page?)",
             latency,
         )
 
@@ -308,8 +310,9 @@ class Endpoint:
         text = "".join(parts)
         if not text.strip():
             raise TransientError(f"the stream sent no text in {seconds:g} s")
-        return Reply(self._cap(text, f"still streaming after {seconds:.0f} s"), "length", model,
-                     True)
+        return Reply(
+            self._cap(text, f"still streaming after {seconds:.0f} s"), "length", model, True
+        )
 
     async def _read_stream(self, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
         from httpx_sse import EventSource, SSEError

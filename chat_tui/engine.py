@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-
 from typing import TYPE_CHECKING
 
 from .config import Settings
@@ -38,7 +37,9 @@ class Engine:
             self.endpoint, probe_cap=settings.probe_cap, on_change=on_reachability
         )
         self._listener = listener
-        self.outbox = Outbox(store, self.endpoint, self.reachability, settings, listener=self._event)
+        self.outbox = Outbox(
+            store, self.endpoint, self.reachability, settings, listener=self._event
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._answers: AnswerIndex | None = None
         self._answers_lock = asyncio.Lock()
@@ -57,10 +58,16 @@ class Engine:
         question = event.question
         conversation = await self.store.get_conversation(question.conversation_id)
         if self._answers is not None and conversation is not None:
-            self._answers.add(PastQuestion(
-                question.id, question.conversation_id, conversation.title,
-                question.content, event.reply.content, question.created_at,
-            ))
+            self._answers.add(
+                PastQuestion(
+                    question.id,
+                    question.conversation_id,
+                    conversation.title,
+                    question.content,
+                    event.reply.content,
+                    question.created_at,
+                )
+            )
 
     async def offline_answer(self, question: Message) -> Message | None:
         """While not online, answer from history: a labelled notice, never sent anywhere.
@@ -81,13 +88,17 @@ class Engine:
         found = self._answers.best(question.content, exclude_message_id=question.id)
         if found is None:
             return None
-        notice = await self.store.add_notice(question, found.source.answer, meta={
-            "kind": "offline_answer",
-            "label": found.label(),
-            "score": round(found.score, 1),
-            "source_message_id": found.source.message_id,
-            "source_conversation_id": found.source.conversation_id,
-        })
+        notice = await self.store.add_notice(
+            question,
+            found.source.answer,
+            meta={
+                "kind": "offline_answer",
+                "label": found.label(),
+                "score": round(found.score, 1),
+                "source_message_id": found.source.message_id,
+                "source_conversation_id": found.source.conversation_id,
+            },
+        )
         if notice is not None and self._listener is not None:
             self._listener(MessageChanged(notice))
         return notice

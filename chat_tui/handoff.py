@@ -46,11 +46,24 @@ def spawn(settings: Settings) -> int | None:
         return None
     timeout = settings.max_age if settings.max_age > 0 else 7 * 24 * 3600.0
     argv = [
-        sys.executable, "-m", "chat_tui", "sync", "--until-empty", "--handoff",
-        "--timeout", f"{timeout:.0f}", "--base-url", settings.base_url, "--model", settings.model,
+        sys.executable,
+        "-m",
+        "chat_tui",
+        "sync",
+        "--until-empty",
+        "--handoff",
+        "--timeout",
+        f"{timeout:.0f}",
+        "--base-url",
+        settings.base_url,
+        "--model",
+        settings.model,
     ]
-    env = {**os.environ, "CHAT_TUI_DATA_DIR": str(settings.data_dir),
-           "CHAT_TUI_CONFIG": str(settings.config_path)}
+    env = {
+        **os.environ,
+        "CHAT_TUI_DATA_DIR": str(settings.data_dir),
+        "CHAT_TUI_CONFIG": str(settings.config_path),
+    }
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

@@ -48,13 +48,14 @@ def setup_logging(settings: Settings, *, verb: str) -> None:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(path, 0o600)  # one left readable (older version, by hand) is tightened
-        handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                              encoding="utf-8")
+        handler = _PrivateRotatingFileHandler(
+            path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
     except OSError:
         return
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s %(levelname)s {verb}[%(process)d] %(name)s: %(message)s"
-    ))
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s {verb}[%(process)d] %(name)s: %(message)s")
+    )
     handler.addFilter(_RedactKey(settings.api_key))
     root = logging.getLogger("chat_tui")
     root.setLevel(logging.INFO)

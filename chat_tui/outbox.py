@@ -289,15 +289,22 @@ class Outbox:
         await _stop(renewer)
         self.reachability.report_success()
         stored = await self.store.complete(
-            question.id, self.owner, reply.text, meta={"model": reply.model or model,
-                                                       "finish_reason": reply.finish_reason}
+            question.id,
+            self.owner,
+            reply.text,
+            meta={"model": reply.model or model, "finish_reason": reply.finish_reason},
         )
         if stored is None:
             log.info("message %s was taken over by another sender; reply dropped", question.id)
             return
         self.delivered += 1
-        log.info("message %s delivered (conversation %s, %d chars, attempt %d)",
-                 question.id, question.conversation_id, len(reply.text), question.attempts + 1)
+        log.info(
+            "message %s delivered (conversation %s, %d chars, attempt %d)",
+            question.id,
+            question.conversation_id,
+            len(reply.text),
+            question.attempts + 1,
+        )
         delivered = await self.store.get_message(question.id)
         if delivered is not None:
             self._emit(MessageChanged(delivered))
@@ -327,14 +334,22 @@ class Outbox:
         elif isinstance(error, AuthError):
             self.reachability.report_auth_error(error.reason)
             updated = await self.store.release(
-                message_id, self.owner, error=error.reason, next_attempt_at=now,
-                charge_attempt=False, max_attempts=self.settings.max_attempts,
+                message_id,
+                self.owner,
+                error=error.reason,
+                next_attempt_at=now,
+                charge_attempt=False,
+                max_attempts=self.settings.max_attempts,
             )
         elif isinstance(error, UnreachableError):
             self.reachability.report_unreachable(error.reason, captive=error.captive)
             updated = await self.store.release(
-                message_id, self.owner, error=error.reason, next_attempt_at=now,
-                charge_attempt=False, max_attempts=self.settings.max_attempts,
+                message_id,
+                self.owner,
+                error=error.reason,
+                next_attempt_at=now,
+                charge_attempt=False,
+                max_attempts=self.settings.max_attempts,
             )
         else:
             assert isinstance(error, TransientError)
@@ -348,8 +363,12 @@ class Outbox:
                 rng=self._rng,
             )
             updated = await self.store.release(
-                message_id, self.owner, error=error.reason, next_attempt_at=now + delay,
-                charge_attempt=True, max_attempts=self.settings.max_attempts,
+                message_id,
+                self.owner,
+                error=error.reason,
+                next_attempt_at=now + delay,
+                charge_attempt=True,
+                max_attempts=self.settings.max_attempts,
             )
         if updated is not None:
             self._emit(MessageChanged(updated))

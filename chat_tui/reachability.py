@@ -158,7 +158,9 @@ class Reachability:
     def _publish(self, *, refresh: bool = True) -> None:
         if refresh:
             self.current = ReachabilityState(
-                self.current.state, self.current.detail, self.current.since,
+                self.current.state,
+                self.current.detail,
+                self.current.since,
                 self._next_probe_wall(),
             )
         if self._on_change is not None:

@@ -275,7 +275,9 @@ class Store:
         try:
             _secure_dir(path.parent)
         except OSError as exc:
-            raise StoreError(f"cannot create data directory {path.parent}: {exc.strerror}") from None
+            raise StoreError(
+                f"cannot create data directory {path.parent}: {exc.strerror}"
+            ) from None
         if not path.exists():
             try:
                 fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
@@ -396,8 +398,12 @@ class Store:
     # -- conversations ----------------------------------------------------------
 
     async def _insert_conversation(
-        self, db: aiosqlite.Connection, title: str, now: float,
-        model: str | None = None, system_prompt: str | None = None,
+        self,
+        db: aiosqlite.Connection,
+        title: str,
+        now: float,
+        model: str | None = None,
+        system_prompt: str | None = None,
     ) -> int:
         cur = await db.execute(
             "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at) "
@@ -598,8 +604,15 @@ class Store:
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
                 "updated_at, reply_to, meta) VALUES (?, ?, 'notice', ?, 'complete', ?, ?, ?, ?)",
-                (reply_to.conversation_id, reply_to.seq + 1 + taken, content, now, now,
-                 reply_to.id, json.dumps(meta or {})),
+                (
+                    reply_to.conversation_id,
+                    reply_to.seq + 1 + taken,
+                    content,
+                    now,
+                    now,
+                    reply_to.id,
+                    json.dumps(meta or {}),
+                ),
             )
             assert cur.lastrowid is not None
             return await self._fetch_message(db, cur.lastrowid)
@@ -607,7 +620,11 @@ class Store:
     # -- the outbox -----------------------------------------------------------------
 
     async def claim_next(
-        self, owner: str, *, lease_seconds: float, now: float | None = None,
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float | None = None,
         exclude_conversations: Iterable[int] = (),
     ) -> Claim | None:
         """Lease the oldest deliverable message, or return None.
@@ -617,7 +634,9 @@ class Store:
         """
         now = time.time() if now is None else now
         excluded = tuple(exclude_conversations)
-        not_in = f"AND m.conversation_id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        not_in = (
+            f"AND m.conversation_id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        )
         async with self._write() as db:
             cur = await db.execute(
                 f"""
@@ -702,12 +721,20 @@ class Store:
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
                 "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, 'complete', ?, ?, ?, ?)",
-                (question.conversation_id, question.seq + REPLY_OFFSET, reply, now, now,
-                 message_id, json.dumps(meta or {})),
+                (
+                    question.conversation_id,
+                    question.seq + REPLY_OFFSET,
+                    reply,
+                    now,
+                    now,
+                    message_id,
+                    json.dumps(meta or {}),
+                ),
             )
             reply_id = cur.lastrowid
             await db.execute(
-                "UPDATE messages SET state = 'delivered', error = NULL, updated_at = ? WHERE id = ?",
+                "UPDATE messages SET state = 'delivered', error = NULL, updated_at = ? "
+                "WHERE id = ?",
                 (now, message_id),
             )
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
@@ -775,8 +802,9 @@ class Store:
         async with self._read():
             # A read never waits for another process's write lock: holding no
             # lease (`send`, `status`…), exit without queueing for one.
-            if not await self._scalar("SELECT 1 FROM outbox WHERE lease_owner = ? LIMIT 1",
-                                      (owner,)):
+            if not await self._scalar(
+                "SELECT 1 FROM outbox WHERE lease_owner = ? LIMIT 1", (owner,)
+            ):
                 return 0
         async with self._write() as db:
             await db.execute(
@@ -818,9 +846,7 @@ class Store:
             if message.state not in ("failed", "expired", "queued", "cancelled"):
                 raise StoreError(f"message {message_id} is {message.state}; nothing to retry")
             if text is not None and text.strip():
-                await db.execute(
-                    "UPDATE messages SET content = ? WHERE id = ?", (text, message_id)
-                )
+                await db.execute("UPDATE messages SET content = ? WHERE id = ?", (text, message_id))
             await db.execute(
                 "UPDATE messages SET state = 'queued', error = NULL, updated_at = ? WHERE id = ?",
                 (now, message_id),
@@ -883,7 +909,9 @@ class Store:
                 "ORDER BY m.conversation_id, m.seq"
             )
             return [
-                QueueItem(_message(r), r["conversation_title"], r["lease_owner"], r["lease_expires"])
+                QueueItem(
+                    _message(r), r["conversation_title"], r["lease_owner"], r["lease_expires"]
+                )
                 for r in await cur.fetchall()
             ]
 
@@ -939,9 +967,12 @@ class Store:
 
     async def load_draft(self, conversation_id: int | None) -> str:
         async with self._read():
-            return await self._scalar(
-                "SELECT text FROM drafts WHERE conversation_id = ?", (conversation_id or 0,)
-            ) or ""
+            return (
+                await self._scalar(
+                    "SELECT text FROM drafts WHERE conversation_id = ?", (conversation_id or 0,)
+                )
+                or ""
+            )
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._write() as db:

@@ -51,9 +51,16 @@ print(items[::-1])  # [3, 2, 1]
 
 def settings_for(server: FaultServer, data_dir: Path) -> Settings:
     return Settings(
-        base_url=server.base_url, data_dir=data_dir, config_path=data_dir / "none.toml",
-        model="llama3.2", connect_timeout=1.0, read_timeout=5.0, probe_cap=2.0,
-        backoff_base=0.05, backoff_cap=0.2, handoff_on_exit=False,
+        base_url=server.base_url,
+        data_dir=data_dir,
+        config_path=data_dir / "none.toml",
+        model="llama3.2",
+        connect_timeout=1.0,
+        read_timeout=5.0,
+        probe_cap=2.0,
+        backoff_base=0.05,
+        backoff_cap=0.2,
+        handoff_on_exit=False,
     )
 
 
@@ -100,7 +107,9 @@ async def scene_chat(server: FaultServer, data: Path, save: Callable[[ChatApp], 
 
 
 async def scene_offline(server: FaultServer, data: Path, save: Callable[[ChatApp], None]) -> None:
-    await seed(data / "chat.db", "Trip planning", [("How long is the train to Porto?", "About 3 hours.")])
+    await seed(
+        data / "chat.db", "Trip planning", [("How long is the train to Porto?", "About 3 hours.")]
+    )
     server.stop()
     app = ChatApp(settings_for(server, data))
     async with app.run_test(size=SIZE) as pilot:
@@ -116,13 +125,20 @@ async def scene_offline(server: FaultServer, data: Path, save: Callable[[ChatApp
 
 
 async def scene_queue(server: FaultServer, data: Path, save: Callable[[ChatApp], None]) -> None:
-    server.push(Fault(kind="status", status=400,
-                      body='{"error": {"message": "This model\'s maximum context length is 8192 tokens"}}'))
+    server.push(
+        Fault(
+            kind="status",
+            status=400,
+            body='{"error": {"message": "This model\'s maximum context length is 8192 tokens"}}',
+        )
+    )
     app = ChatApp(settings_for(server, data))
     async with app.run_test(size=SIZE) as pilot:
         still(app)
         await pilot.press(*"Summarise this very long document…", "enter")
-        await wait_until(pilot, lambda: any(v.message.state == "failed" for v in app.query(MessageView)))
+        await wait_until(
+            pilot, lambda: any(v.message.state == "failed" for v in app.query(MessageView))
+        )
         server.stop()
         await pilot.press(*"And list the key dates", "enter")
         await pilot.press("ctrl+n", *"Draft a reply to Ana", "enter")
@@ -137,30 +153,45 @@ async def scene_queue(server: FaultServer, data: Path, save: Callable[[ChatApp],
 async def scene_offline_answer(
     server: FaultServer, data: Path, save: Callable[[ChatApp], None]
 ) -> None:
-    await seed(data / "chat.db", "Kitchen notes", [
-        ("How long should I boil an egg for a runny yolk?",
-         "About **6 minutes** from boiling water, then straight into cold water."),
-    ])
+    await seed(
+        data / "chat.db",
+        "Kitchen notes",
+        [
+            (
+                "How long should I boil an egg for a runny yolk?",
+                "About **6 minutes** from boiling water, then straight into cold water.",
+            ),
+        ],
+    )
     server.stop()
     app = ChatApp(settings_for(server, data))
     async with app.run_test(size=SIZE) as pilot:
         still(app)
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "offline")
         await pilot.press("ctrl+n", *"how long do I boil an egg for a runny yolk", "enter")
-        await wait_until(pilot, lambda: any(v.message.role == "notice" for v in app.query(MessageView)))
+        await wait_until(
+            pilot, lambda: any(v.message.role == "notice" for v in app.query(MessageView))
+        )
         await pilot.pause(0.3)
         save(app)
     server.start()
 
 
 async def scene_failed(server: FaultServer, data: Path, save: Callable[[ChatApp], None]) -> None:
-    server.push(Fault(kind="status", status=404,
-                      body='{"error": {"message": "model \\"llama9\\" not found, try pulling it first"}}'))
+    server.push(
+        Fault(
+            kind="status",
+            status=404,
+            body='{"error": {"message": "model \\"llama9\\" not found, try pulling it first"}}',
+        )
+    )
     app = ChatApp(settings_for(server, data))
     async with app.run_test(size=SIZE) as pilot:
         still(app)
         await pilot.press(*"Hello, are you there?", "enter")
-        await wait_until(pilot, lambda: any(v.message.state == "failed" for v in app.query(MessageView)))
+        await wait_until(
+            pilot, lambda: any(v.message.state == "failed" for v in app.query(MessageView))
+        )
         await pilot.press(*"One more thing…", "enter")
         await pilot.pause(0.5)
         save(app)
@@ -179,6 +210,7 @@ async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, scene in SCENES.items():
         with tempfile.TemporaryDirectory() as tmp, FaultServer() as server:
+
             def save(app: ChatApp, name: str = name) -> None:
                 app.save_screenshot(filename=f"{name}.svg", path=str(out))
 

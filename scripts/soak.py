@@ -142,8 +142,14 @@ class Children:
         self.all: list[Child] = []
 
     def spawn(
-        self, kind: str, name: str, argv: list[str], env: dict[str, str], log_path: Path,
-        *, stdout_pipe: bool = False,
+        self,
+        kind: str,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        stdout_pipe: bool = False,
     ) -> Child:
         log = open(log_path, "ab")  # noqa: SIM115 (closed when the child is reaped)
         proc = subprocess.Popen(
@@ -189,8 +195,15 @@ class Children:
 class ServerCtl:
     """The fault server subprocess: start, stop (SIGTERM), restart on the same port."""
 
-    def __init__(self, children: Children, env: dict[str, str], workdir: Path,
-                 fault_rate: float, seed: int, reply_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        children: Children,
+        env: dict[str, str],
+        workdir: Path,
+        fault_rate: float,
+        seed: int,
+        reply_delay: float = 0.0,
+    ) -> None:
         self.children = children
         self.env = env
         self.workdir = workdir
@@ -224,16 +237,29 @@ class ServerCtl:
 
     def _spawn_once(self) -> Child:
         argv = [
-            PY, "-m", "tests.fault_server",
-            "--port", str(self.port),
-            "--fault-rate", str(self.fault_rate),
+            PY,
+            "-m",
+            "tests.fault_server",
+            "--port",
+            str(self.port),
+            "--fault-rate",
+            str(self.fault_rate),
             # A new seed per start: a restart must not replay the same faults.
-            "--seed", str(self.seed * 1000 + self.starts),
-            "--log", str(self.log_path),
-            "--reply-delay", str(self.reply_delay),
+            "--seed",
+            str(self.seed * 1000 + self.starts),
+            "--log",
+            str(self.log_path),
+            "--reply-delay",
+            str(self.reply_delay),
         ]
-        return self.children.spawn("server", f"server-{self.starts}", argv, self.env,
-                                   self.workdir / "server.stderr", stdout_pipe=True)
+        return self.children.spawn(
+            "server",
+            f"server-{self.starts}",
+            argv,
+            self.env,
+            self.workdir / "server.stderr",
+            stdout_pipe=True,
+        )
 
     def stop(self) -> None:
         if self.child is not None:
@@ -314,8 +340,7 @@ def write_config(path: Path, base_url: str, system_prompt: str | None = None) ->
 
 
 def child_env(data_dir: Path, config_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "CHAT_TUI_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHAT_TUI_"))}
     env["CHAT_TUI_DATA_DIR"] = str(data_dir)
     env["CHAT_TUI_CONFIG"] = str(config_path)
     env["PYTHONUNBUFFERED"] = "1"
@@ -329,8 +354,9 @@ def spread(rng: random.Random, count: int, low: float, high: float) -> list[floa
     return [low + width * (i + rng.uniform(0.1, 0.9)) for i in range(count)]
 
 
-def run(args: argparse.Namespace, workdir: Path, children: Children,
-        server: ServerCtl) -> RunResult:
+def run(
+    args: argparse.Namespace, workdir: Path, children: Children, server: ServerCtl
+) -> RunResult:
     rng = random.Random(args.seed)
     data_dir = workdir / "data"
     config_path = workdir / "config.toml"
@@ -354,8 +380,10 @@ def run(args: argparse.Namespace, workdir: Path, children: Children,
     # happened, so the run cannot finish before its faults are spread over it.
     hold_back = max(1, n // 20)
 
-    senders = [Sender("sync", f"sync-{i}", [PY, "-m", "chat_tui", "sync", "--watch"])
-               for i in range(args.senders)]
+    senders = [
+        Sender("sync", f"sync-{i}", [PY, "-m", "chat_tui", "sync", "--watch"])
+        for i in range(args.senders)
+    ]
     if args.tui:
         senders.append(Sender("tui", "tui", [PY, "-c", TUI_CODE]))
     kill_at = sorted(spread(rng, args.kills, 0.02, 0.85))  # fractions of messages delivered
@@ -368,6 +396,7 @@ def run(args: argparse.Namespace, workdir: Path, children: Children,
     store = runner.run(Store.open(data_dir / "chat.db"))
     reader: sqlite3.Connection | None = None
     try:
+
         def enqueue(count: int) -> None:
             for _ in range(count):
                 if not plan:
@@ -387,9 +416,13 @@ def run(args: argparse.Namespace, workdir: Path, children: Children,
             label = f"{sender.name}#{starts[sender.name]}"
             config = configs / f"{label}.toml"
             write_config(config, server.base_url, f"{SENDER_TAG}{label}")
-            sender.child = children.spawn(sender.kind, sender.name, sender.argv,
-                                          {**env, "CHAT_TUI_CONFIG": str(config)},
-                                          logs / f"{sender.name}.log")
+            sender.child = children.spawn(
+                sender.kind,
+                sender.name,
+                sender.argv,
+                {**env, "CHAT_TUI_CONFIG": str(config)},
+                logs / f"{sender.name}.log",
+            )
             sender.child.label = label
             spawned[label] = sender.child.started
             sender.restart_at = None
@@ -431,8 +464,10 @@ def run(args: argparse.Namespace, workdir: Path, children: Children,
             for sender in senders:
                 child = sender.child
                 if child is not None and not child.alive:
-                    crashes.append(f"{child.label} exited by itself with status "
-                                   f"{child.proc.returncode} (see {child.log and child.log.name})")
+                    crashes.append(
+                        f"{child.label} exited by itself with status "
+                        f"{child.proc.returncode} (see {child.log and child.log.name})"
+                    )
                     sender.child = None
                     sender.restart_at = now + 0.2
                 due = sender.restart_at is not None and now >= sender.restart_at
@@ -444,13 +479,23 @@ def run(args: argparse.Namespace, workdir: Path, children: Children,
                 if alive:
                     tui_killed = any(k.kind == "tui" for k in kills)
                     tui = [s for s in alive if s.kind == "tui"]
-                    victim = tui[0] if tui and not tui_killed and len(kill_at) <= 2 else (
-                        rng.choice(alive))
+                    victim = (
+                        tui[0]
+                        if tui and not tui_killed and len(kill_at) <= 2
+                        else (rng.choice(alive))
+                    )
                     assert victim.child is not None
                     children.kill(victim.child)
-                    kills.append(KillEvent(time.time(), victim.kind, victim.name,
-                                           victim.child.started, victim.child.proc.pid,
-                                           victim.child.label))
+                    kills.append(
+                        KillEvent(
+                            time.time(),
+                            victim.kind,
+                            victim.name,
+                            victim.child.started,
+                            victim.child.proc.pid,
+                            victim.child.label,
+                        )
+                    )
                     victim.child = None
                     victim.restart_at = now + rng.uniform(0.05, 1.5)
                     kill_at.pop(0)
@@ -475,12 +520,23 @@ def run(args: argparse.Namespace, workdir: Path, children: Children,
         with contextlib.suppress(Exception):
             runner.run(store.close())
         runner.close()
-    return RunResult(typed, conversation_ids, kills, crashes, started, finished, timed_out,
-                     senders, spawned, stalled=stalled)
+    return RunResult(
+        typed,
+        conversation_ids,
+        kills,
+        crashes,
+        started,
+        finished,
+        timed_out,
+        senders,
+        spawned,
+        stalled=stalled,
+    )
 
 
-def stop_everything(children: Children, senders: list[Sender], server: ServerCtl,
-                    exits: list[str]) -> list[str]:
+def stop_everything(
+    children: Children, senders: list[Sender], server: ServerCtl, exits: list[str]
+) -> list[str]:
     """The clean way out: senders get SIGTERM (leases released), then the server stops.
 
     SIGTERM must end a sender cleanly (DESIGN.md, "Terminal life"); returns
@@ -499,8 +555,10 @@ def stop_everything(children: Children, senders: list[Sender], server: ServerCtl
             # -SIGTERM: the signal came before the handlers were installed (a
             # sender still starting up) or after they were removed (exiting);
             # either way nothing was leased, which the leftover check confirms.
-            problems.append(f"{child.label} exited with status {child.proc.returncode} "
-                            f"on SIGTERM (see {child.log and child.log.name})")
+            problems.append(
+                f"{child.label} exited with status {child.proc.returncode} "
+                f"on SIGTERM (see {child.log and child.log.name})"
+            )
     server.stop()
     return problems
 
@@ -605,8 +663,11 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
             report.add("doubled_in_db", f"{text}: stored {len(rows)} times as a user message")
         u = rows[0]
         if u["conversation_id"] != result.conversation_ids.get(c):
-            report.add("out_of_order", f"{text}: in conversation {u['conversation_id']}, "
-                       f"typed into {result.conversation_ids.get(c)}")
+            report.add(
+                "out_of_order",
+                f"{text}: in conversation {u['conversation_id']}, "
+                f"typed into {result.conversation_ids.get(c)}",
+            )
         if u["state"] != "delivered":
             report.add("lost", f"{text}: state {u['state']} ({u['error']})")
             continue
@@ -620,30 +681,41 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
         if reply["content"] != REPLY_PREFIX + text:
             report.add("incomplete", f"{text}: stored reply {reply['content'][:60]!r}")
         if reply["seq"] != u["seq"] + 5 or reply["conversation_id"] != u["conversation_id"]:
-            report.add("out_of_order", f"{text}: reply at seq {reply['seq']}, question at "
-                       f"{u['seq']}")
+            report.add(
+                "out_of_order", f"{text}: reply at seq {reply['seq']}, question at {u['seq']}"
+            )
     for u in users:
         if u["content"] not in typed_index:
-            report.add("doubled_in_db",
-                       f"user message {u['id']} {u['content'][:40]!r} was never typed")
+            report.add(
+                "doubled_in_db", f"user message {u['id']} {u['content'][:40]!r} was never typed"
+            )
     for r in replies:
         if r["reply_to"] not in user_by_id:
-            report.add("doubled_in_db",
-                       f"reply {r['id']} answers no user message ({r['reply_to']})")
+            report.add(
+                "doubled_in_db", f"reply {r['id']} answers no user message ({r['reply_to']})"
+            )
 
     # Seq order in each conversation must be the typed order.
     for c, texts in result.typed.items():
         cid = result.conversation_ids.get(c)
         stored = [u["content"] for u in users if u["conversation_id"] == cid]
         if stored != texts:
-            first = next((i for i, (a, b) in enumerate(zip(stored, texts, strict=False))
-                          if a != b), min(len(stored), len(texts)))
-            report.add("out_of_order", f"conversation c{c:02d}: position {first}: stored "
-                       f"{stored[first:first + 3]}, typed {texts[first:first + 3]}")
+            first = next(
+                (i for i, (a, b) in enumerate(zip(stored, texts, strict=False)) if a != b),
+                min(len(stored), len(texts)),
+            )
+            report.add(
+                "out_of_order",
+                f"conversation c{c:02d}: position {first}: stored "
+                f"{stored[first : first + 3]}, typed {texts[first : first + 3]}",
+            )
 
     for row in outbox:
-        report.add("leftover", f"outbox row for message {row['message_id']} "
-                   f"(lease_owner={row['lease_owner']}, attempts={row['attempts']})")
+        report.add(
+            "leftover",
+            f"outbox row for message {row['message_id']} "
+            f"(lease_owner={row['lease_owner']}, attempts={row['attempts']})",
+        )
     for row in sending:
         report.add("leftover", f"message {row['id']} {row['content']!r} still 'sending'")
 
@@ -687,17 +759,28 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
         got = [{"role": msg.get("role"), "content": msg.get("content")} for msg in turns]
         if got != expected:
             have = [t["content"] for t in got if t["role"] == "user"][:-1]
-            report.add("out_of_order", f"request for {last} ({rec.get('outcome')}) had "
-                       f"{len(got) // 2} earlier turns, expected {k}: users {have[-3:]}")
+            report.add(
+                "out_of_order",
+                f"request for {last} ({rec.get('outcome')}) had "
+                f"{len(got) // 2} earlier turns, expected {k}: users {have[-3:]}",
+            )
         owner = key_to_user.get(key)
         if owner is None or owner["content"] != last:
-            report.add("key_mismatch", f"request for {last} carried Idempotency-Key {key}, "
-                       f"which belongs to {owner['content'] if owner else 'no message'}")
+            report.add(
+                "key_mismatch",
+                f"request for {last} carried Idempotency-Key {key}, "
+                f"which belongs to {owner['content'] if owner else 'no message'}",
+            )
             continue
         per_key[key] += 1
-        rec["sender"] = next((str(msg.get("content")).removeprefix(SENDER_TAG)
-                              for msg in messages if msg.get("role") == "system"
-                              and str(msg.get("content")).startswith(SENDER_TAG)), None)
+        rec["sender"] = next(
+            (
+                str(msg.get("content")).removeprefix(SENDER_TAG)
+                for msg in messages
+                if msg.get("role") == "system" and str(msg.get("content")).startswith(SENDER_TAG)
+            ),
+            None,
+        )
         sent[key].append(rec)
         if rec.get("outcome") == "completed":
             completed[key].append(rec)
@@ -716,9 +799,12 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
                 if kill is not None and kill.at <= later["started"]:
                     continue  # the earlier sender was dead; the server just hadn't noticed
                 owner = key_to_user[key]
-                report.add("lease_overlap", f"{owner['content']}: {later.get('sender')} sent at "
-                           f"{later['started']:.2f} while {earlier.get('sender')}'s request "
-                           f"({earlier['started']:.2f}-{earlier['finished']:.2f}) was in flight")
+                report.add(
+                    "lease_overlap",
+                    f"{owner['content']}: {later.get('sender')} sent at "
+                    f"{later['started']:.2f} while {earlier.get('sender')}'s request "
+                    f"({earlier['started']:.2f}-{earlier['finished']:.2f}) was in flight",
+                )
 
     not_recorded = commit_failures(db_path.parent)
     for u in users:
@@ -726,8 +812,11 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
             continue
         done = sorted(completed.get(u["key"], []), key=lambda r: r["started"])
         if not done:
-            report.add("incomplete", f"{u['content']}: delivered, but the server never "
-                       "completed a request for it (a partial reply was accepted?)")
+            report.add(
+                "incomplete",
+                f"{u['content']}: delivered, but the server never "
+                "completed a request for it (a partial reply was accepted?)",
+            )
             continue
         reply = replies_of.get(u["id"], [None])[0]
         if reply is not None:
@@ -746,17 +835,24 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
                 if len(report.resent_examples) < 8:
                     report.resent_examples.append(
                         f"{u['content']}: completed at {first['finished']:.2f} and "
-                        f"{second['finished']:.2f}; {why}")
+                        f"{second['finished']:.2f}; {why}"
+                    )
             else:
                 logged = not_recorded.get(u["id"])
                 kill = kill_of.get(first.get("sender") or "")
-                cause = (f"a sender logged: {logged}" if logged else
-                         f"its sender {first.get('sender')} was not killed" if kill is None else
-                         f"its sender {kill.label} was killed only "
-                         f"{kill.at - first['finished']:.2f} s after the reply ended")
-                report.add("doubled_at_server",
-                           f"{u['content']}: the server completed key {u['key']} twice "
-                           f"(at {first['finished']:.2f} and {second['finished']:.2f}); {cause}")
+                cause = (
+                    f"a sender logged: {logged}"
+                    if logged
+                    else f"its sender {first.get('sender')} was not killed"
+                    if kill is None
+                    else f"its sender {kill.label} was killed only "
+                    f"{kill.at - first['finished']:.2f} s after the reply ended"
+                )
+                report.add(
+                    "doubled_at_server",
+                    f"{u['content']}: the server completed key {u['key']} twice "
+                    f"(at {first['finished']:.2f} and {second['finished']:.2f}); {cause}",
+                )
 
     report.counts["sender_crashes"] = 0
     for crash in result.crashes:
@@ -768,8 +864,12 @@ COMMIT_GRACE = 2.0  # s from the server's last byte to the sender's commit, even
 OVERLAP_SLACK = 0.25  # s between the client seeing a request end and the server logging it
 
 
-def explain_resend(user: sqlite3.Row, first: dict[str, Any], kill_of: dict[str, KillEvent],
-                   not_recorded: dict[int, str]) -> str | None:
+def explain_resend(
+    user: sqlite3.Row,
+    first: dict[str, Any],
+    kill_of: dict[str, KillEvent],
+    not_recorded: dict[int, str],
+) -> str | None:
     """Why a key was completed a second time, if a SIGKILL explains it; else None."""
     if user["id"] in not_recorded:
         return None  # a live sender got the reply and failed to store it: a bug, not a kill
@@ -777,24 +877,34 @@ def explain_resend(user: sqlite3.Row, first: dict[str, Any], kill_of: dict[str, 
     if kill is None:
         return None
     if first["started"] - 0.05 <= kill.at <= first["finished"] + COMMIT_GRACE:
-        return (f"its sender {kill.label} (pid {kill.pid}) was SIGKILLed "
-                f"{kill.at - first['finished']:+.2f} s after the reply ended")
+        return (
+            f"its sender {kill.label} (pid {kill.pid}) was SIGKILLed "
+            f"{kill.at - first['finished']:+.2f} s after the reply ended"
+        )
     return None
 
 
 def commit_failures(data_dir: Path) -> dict[int, str]:
     """Messages whose reply a live sender received but did not store (from chat-tui.log)."""
     found: dict[int, str] = {}
-    pattern = re.compile(r"(\w+\[\d+\]) chat_tui\.outbox: (?:delivery of message (\d+) not "
-                         r"recorded: (.*)|message (\d+) was taken over by another sender.*)$")
+    pattern = re.compile(
+        r"(\w+\[\d+\]) chat_tui\.outbox: (?:delivery of message (\d+) not "
+        r"recorded: (.*)|message (\d+) was taken over by another sender.*)$"
+    )
     for path in sorted(data_dir.glob("chat-tui.log*")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             m = pattern.search(line)
             if m:
                 mid = int(m.group(2) or m.group(4))
-                found.setdefault(mid, f"{m.group(1)}: " + (
-                    f"delivery not recorded: {m.group(3)[-70:]}" if m.group(2)
-                    else "taken over by another sender; reply dropped"))
+                found.setdefault(
+                    mid,
+                    f"{m.group(1)}: "
+                    + (
+                        f"delivery not recorded: {m.group(3)[-70:]}"
+                        if m.group(2)
+                        else "taken over by another sender; reply dropped"
+                    ),
+                )
     return found
 
 
@@ -804,7 +914,7 @@ def scan_logs(workdir: Path) -> tuple[list[str], collections.Counter[str]]:
     for path in sorted((workdir / "logs").glob("*.log")):
         text = path.read_text(encoding="utf-8", errors="replace")
         for match in re.finditer(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", text, re.S):
-            tail = text[match.end(): match.end() + 300].splitlines()
+            tail = text[match.end() : match.end() + 300].splitlines()
             tracebacks.append(f"{path.name}: {tail[0] if tail else ''}")
     levels: collections.Counter[str] = collections.Counter()
     for path in sorted((workdir / "data").glob("chat-tui.log*")):
@@ -864,42 +974,70 @@ def check_and_print(args: argparse.Namespace, workdir: Path, result: RunResult) 
 # -- output --------------------------------------------------------------------------------------
 
 
-def print_summary(args: argparse.Namespace, result: RunResult, report: Report,
-                  tracebacks: list[str], levels: collections.Counter[str], workdir: Path) -> None:
+def print_summary(
+    args: argparse.Namespace,
+    result: RunResult,
+    report: Report,
+    tracebacks: list[str],
+    levels: collections.Counter[str],
+    workdir: Path,
+) -> None:
     out = print
     kinds = collections.Counter(k.kind for k in result.kills)
     duration = result.finished - result.started
     out("=" * 72)
     out("chat-tui soak summary")
     out("=" * 72)
-    out(f"messages:        {sum(len(t) for t in result.typed.values())} typed "
-        f"({report.user_rows} user rows, {report.reply_rows} replies in the database)")
+    out(
+        f"messages:        {sum(len(t) for t in result.typed.values())} typed "
+        f"({report.user_rows} user rows, {report.reply_rows} replies in the database)"
+    )
     out(f"conversations:   {len(result.typed)}")
-    out(f"senders:         {args.senders} x `chat-tui sync --watch`"
-        + (" + 1 headless TUI" if args.tui else "") + ", restarted after each kill")
-    out(f"kills:           {kinds['sync'] + kinds['tui']} SIGKILL (sync {kinds['sync']}, "
-        f"tui {kinds['tui']}); server {kinds['server']} (SIGTERM, restarted on the same port)")
+    out(
+        f"senders:         {args.senders} x `chat-tui sync --watch`"
+        + (" + 1 headless TUI" if args.tui else "")
+        + ", restarted after each kill"
+    )
+    out(
+        f"kills:           {kinds['sync'] + kinds['tui']} SIGKILL (sync {kinds['sync']}, "
+        f"tui {kinds['tui']}); server {kinds['server']} (SIGTERM, restarted on the same port)"
+    )
     out(f"final SIGTERM:   exit status {', '.join(result.final_exits) or '-'}")
     out(f"fault rate:      {args.fault_rate:.2f} (seed {args.seed})")
-    out(f"requests:        {report.chat_requests} chat requests, {report.probes} /models probes, "
-        f"at most {report.max_requests_per_message} requests for one message")
-    faults = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items(),
-                                                     key=lambda kv: (-kv[1], kv[0])))
+    out(
+        f"requests:        {report.chat_requests} chat requests, {report.probes} /models probes, "
+        f"at most {report.max_requests_per_message} requests for one message"
+    )
+    faults = ", ".join(
+        f"{k} {v}" for k, v in sorted(report.outcomes.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
     out(f"outcomes:        {faults or 'none'}")
     lags = sorted(report.store_lags)
     if lags:
+
         def pct(q: float) -> float:
             return lags[min(len(lags) - 1, int(q * len(lags)))] * 1000
 
-        out(f"store lag:       server finished -> client stores the reply: p50 {pct(0.5):.0f} ms, "
-            f"p99 {pct(0.99):.0f} ms, max {lags[-1] * 1000:.0f} ms")
-    limit = ("  (STALLED: nothing delivered for the stall limit)" if result.stalled else
-             "  (DURATION LIMIT HIT)" if result.timed_out else "")
+        out(
+            f"store lag:       server finished -> client stores the reply: p50 {pct(0.5):.0f} ms, "
+            f"p99 {pct(0.99):.0f} ms, max {lags[-1] * 1000:.0f} ms"
+        )
+    limit = (
+        "  (STALLED: nothing delivered for the stall limit)"
+        if result.stalled
+        else "  (DURATION LIMIT HIT)"
+        if result.timed_out
+        else ""
+    )
     out(f"duration:        {duration:.1f} s{limit}")
-    out("settings:        max_attempts = 1000, so transient faults never fail a message in this "
-        "soak;")
-    out("                 lease 3 s, backoff 0.05-0.5 s, connect 1 s, read 4 s, probe cap 1 s, "
-        "max_age/dedup off")
+    out(
+        "settings:        max_attempts = 1000, so transient faults never fail a message in this "
+        "soak;"
+    )
+    out(
+        "                 lease 3 s, backoff 0.05-0.5 s, connect 1 s, read 4 s, probe cap 1 s, "
+        "max_age/dedup off"
+    )
     out("-" * 72)
     out("violations:")
     for kind in VIOLATIONS:
@@ -923,9 +1061,14 @@ def print_summary(args: argparse.Namespace, result: RunResult, report: Report,
             out(f"  {count:5d}  {line}")
     out("-" * 72)
     verdict = report.ok and not tracebacks and not result.timed_out
-    out("PASS" if verdict else "FAIL" + ("" if report.ok else ": see violations above")
+    out(
+        "PASS"
+        if verdict
+        else "FAIL"
+        + ("" if report.ok else ": see violations above")
         + (": duration limit hit" if result.timed_out else "")
-        + (": tracebacks in sender output" if tracebacks else ""))
+        + (": tracebacks in sender output" if tracebacks else "")
+    )
     if not verdict or args.keep:
         out(f"work directory kept: {workdir}")
 
@@ -934,28 +1077,49 @@ def print_summary(args: argparse.Namespace, result: RunResult, report: Report,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--messages", type=int, default=500)
     p.add_argument("--conversations", type=int, default=20)
     p.add_argument("--kills", type=int, default=20, help="SIGKILLs of senders (at least)")
-    p.add_argument("--server-restarts", type=int, default=None,
-                   help="endpoint stops/restarts (default: max(1, kills // 6))")
+    p.add_argument(
+        "--server-restarts",
+        type=int,
+        default=None,
+        help="endpoint stops/restarts (default: max(1, kills // 6))",
+    )
     p.add_argument("--fault-rate", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--reply-delay", type=float, default=0.02, metavar="S",
-                   help="server pause before each chunk of a normal reply, so kills and "
-                   "endpoint stops can land mid-stream (default 0.02)")
+    p.add_argument(
+        "--reply-delay",
+        type=float,
+        default=0.02,
+        metavar="S",
+        help="server pause before each chunk of a normal reply, so kills and "
+        "endpoint stops can land mid-stream (default 0.02)",
+    )
     p.add_argument("--duration-limit", type=float, default=600.0, metavar="S")
-    p.add_argument("--stall-limit", type=float, default=120.0, metavar="S",
-                   help="give up when nothing was delivered for S seconds (default 120)")
+    p.add_argument(
+        "--stall-limit",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up when nothing was delivered for S seconds (default 120)",
+    )
     p.add_argument("--senders", type=int, default=3, help="`chat-tui sync --watch` processes")
-    p.add_argument("--no-tui", dest="tui", action="store_false",
-                   help="no headless TUI among the senders")
+    p.add_argument(
+        "--no-tui", dest="tui", action="store_false", help="no headless TUI among the senders"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--workdir", type=Path, default=None, help="(default: a new temp dir)")
-    p.add_argument("--recheck", type=Path, default=None, metavar="DIR",
-                   help="only run the checker again on a kept work directory")
+    p.add_argument(
+        "--recheck",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only run the checker again on a kept work directory",
+    )
     args = p.parse_args(argv)
     if args.server_restarts is None:
         args.server_restarts = max(1, args.kills // 6)
@@ -976,9 +1140,12 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="soak-", dir=args.workdir))
     else:
         workdir = Path(tempfile.mkdtemp(prefix="chat-tui-soak-"))
-    print(f"chat-tui soak: {args.messages} messages, {args.conversations} conversations, "
-          f">= {args.kills} kills, fault rate {args.fault_rate}, seed {args.seed}; "
-          f"work dir {workdir}", flush=True)
+    print(
+        f"chat-tui soak: {args.messages} messages, {args.conversations} conversations, "
+        f">= {args.kills} kills, fault rate {args.fault_rate}, seed {args.seed}; "
+        f"work dir {workdir}",
+        flush=True,
+    )
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -988,14 +1155,19 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl+C even when started in the background (where SIGINT is inherited ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     children = Children()
-    server = ServerCtl(children, child_env(workdir / "data", workdir / "config.toml"),
-                       workdir, args.fault_rate, args.seed, args.reply_delay)
+    server = ServerCtl(
+        children,
+        child_env(workdir / "data", workdir / "config.toml"),
+        workdir,
+        args.fault_rate,
+        args.seed,
+        args.reply_delay,
+    )
     result: RunResult | None = None
     try:
         try:
             result = run(args, workdir, children, server)
-            result.crashes += stop_everything(children, result.senders, server,
-                                              result.final_exits)
+            result.crashes += stop_everything(children, result.senders, server, result.final_exits)
         finally:
             children.kill_all()
     except KeyboardInterrupt:

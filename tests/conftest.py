@@ -108,7 +108,9 @@ async def wait_until(
 
 
 def wait_until_sync(
-    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02,
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,
+    interval: float = 0.02,
     what: str = "condition",
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -140,17 +142,18 @@ class CliEnv:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.base_url = base_url
         self.env = {
-            k: v for k, v in os.environ.items()
-            if not k.startswith(("OPENAI_", "CHAT_TUI_"))
+            k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHAT_TUI_"))
         }
-        self.env.update({
-            "CHAT_TUI_DATA_DIR": str(self.data_dir),
-            "CHAT_TUI_CONFIG": str(self.config_path),
-            "OPENAI_BASE_URL": base_url,
-            "CHAT_TUI_MODEL": "test-model",
-            "PYTHONPATH": str(REPO_ROOT),
-            "NO_COLOR": "1",
-        })
+        self.env.update(
+            {
+                "CHAT_TUI_DATA_DIR": str(self.data_dir),
+                "CHAT_TUI_CONFIG": str(self.config_path),
+                "OPENAI_BASE_URL": base_url,
+                "CHAT_TUI_MODEL": "test-model",
+                "PYTHONPATH": str(REPO_ROOT),
+                "NO_COLOR": "1",
+            }
+        )
         self.write_config()
 
     @property
@@ -160,20 +163,30 @@ class CliEnv:
     def write_config(self, text: str | None = None) -> None:
         """Fast timings for the CLI too (config.toml is the only way to set them)."""
         if text is None:
-            text = "\n".join(
-                f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
-                for k, v in FAST.items() if k != "model"
-            ).replace("'", '"') + "\n"
+            text = (
+                "\n".join(
+                    f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
+                    for k, v in FAST.items()
+                    if k != "model"
+                ).replace("'", '"')
+                + "\n"
+            )
         self.config_path.write_text(text)
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "chat_tui", *args]
 
-    def run(self, *args: str, timeout: float = 30.0, input: str | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 30.0, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            self.argv(*args), env=self.env, cwd=REPO_ROOT, capture_output=True, text=True,
-            timeout=timeout, input=input if input is not None else "",
+            self.argv(*args),
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input if input is not None else "",
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -188,8 +201,13 @@ class CliEnv:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.argv(*args), env=self.env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            self.argv(*args),
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
 

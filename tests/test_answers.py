@@ -28,8 +28,10 @@ PARAPHRASES: list[tuple[str, str]] = [
     ("How do I reverse a list in Python?", "how to reverse a list in python"),
     ("How do I reverse a list in Python?", "In Python, how do I reverse a list?"),  # reordered
     ("How do I reverse a list in Python?", "how do i reverse lists in pyhton"),  # plural, typo
-    ("How do I reverse a list in Python?",
-     "Could you please explain how to reverse a Python list?"),
+    (
+        "How do I reverse a list in Python?",
+        "Could you please explain how to reverse a Python list?",
+    ),
     ("convert celsius to fahrenheit", "How do I convert Celsius to Fahrenheit?"),
     ("convert celsius to fahrenheit", "convert celcius into fahrenheit"),
     # "to" after "how long"/"where" is grammar, not a direction.
@@ -133,7 +135,8 @@ KNOWN_FALSE_MATCHES = {("dog bites man", "man bites dog")}
 def _mark_known(pairs: list[tuple[str, str]], known: set[tuple[str, str]], why: str) -> list:
     return [
         pytest.param(*pair, marks=pytest.mark.xfail(strict=True, reason=why))
-        if pair in known else pair
+        if pair in known
+        else pair
         for pair in pairs
     ]
 
@@ -188,8 +191,11 @@ def test_precision_and_recall_on_labelled_pairs() -> None:
 
 @pytest.mark.parametrize(
     ("stored", "asked"),
-    _mark_known(LOOK_ALIKES, KNOWN_FALSE_MATCHES,
-                "bag of content words: subject/object order without a direction word"),
+    _mark_known(
+        LOOK_ALIKES,
+        KNOWN_FALSE_MATCHES,
+        "bag of content words: subject/object order without a direction word",
+    ),
 )
 def test_each_look_alike_scores_below_threshold(stored: str, asked: str) -> None:
     # Beyond the precision bar: a regression on one named pair is worth seeing.
@@ -298,20 +304,24 @@ def test_newest_wins_among_identical_questions() -> None:
 
 
 def test_newest_wins_among_equal_scores_with_different_wording() -> None:
-    index = AnswerIndex.build([
-        pq("Capital of France?", message_id=5, asked_at=500.0, answer="newest"),
-        pq("What's the capital of France, please?", message_id=1, asked_at=100.0, answer="old"),
-    ])
+    index = AnswerIndex.build(
+        [
+            pq("Capital of France?", message_id=5, asked_at=500.0, answer="newest"),
+            pq("What's the capital of France, please?", message_id=1, asked_at=100.0, answer="old"),
+        ]
+    )
     assert len(index) == 2
     found = index.best("what is the capital of france")
     assert found is not None and found.score == 100.0 and found.source.answer == "newest"
 
 
 def test_better_score_beats_newer() -> None:
-    index = AnswerIndex.build([
-        pq("How do I reverse a list in Python?", message_id=1, asked_at=100.0, answer="exact"),
-        pq("how do I reverse lists in pyhton", message_id=2, asked_at=200.0, answer="typo"),
-    ])
+    index = AnswerIndex.build(
+        [
+            pq("How do I reverse a list in Python?", message_id=1, asked_at=100.0, answer="exact"),
+            pq("how do I reverse lists in pyhton", message_id=2, asked_at=200.0, answer="typo"),
+        ]
+    )
     found = index.best("How do I reverse a list in Python?")
     assert found is not None and found.source.answer == "exact"
 
@@ -355,8 +365,10 @@ def test_lookup_equals_brute_force_scoring() -> None:
     extras = ["", " please", " quickly", " without loops", " in place"]
 
     def question() -> str:
-        text = (f"How do I {rng.choice(actions)} a {rng.choice(objects)} in "
-                f"{rng.choice(langs)}{rng.choice(extras)}?")
+        text = (
+            f"How do I {rng.choice(actions)} a {rng.choice(objects)} in "
+            f"{rng.choice(langs)}{rng.choice(extras)}?"
+        )
         if rng.random() < 0.3:
             text = text.lower().replace("ow do i", "ow to")
         return text

@@ -60,7 +60,10 @@ def test_send_json_shape_and_targets(cli_env: CliEnv) -> None:
 
     conv = show(cli_env, first["conversation_id"])
     assert [m["content"] for m in conv["messages"]] == [
-        "hello there", "second message", "third message"]
+        "hello there",
+        "second message",
+        "third message",
+    ]
     assert all(m["state"] == "queued" for m in conv["messages"])
 
     # A message is on disk when `send` returns.
@@ -93,9 +96,7 @@ def test_send_duplicate_is_reported(cli_env: CliEnv) -> None:
 # -- sync, show, list -----------------------------------------------------------------------
 
 
-def test_sync_once_delivers_and_show_json_shape(
-    cli_env: CliEnv, fault_server: FaultServer
-) -> None:
+def test_sync_once_delivers_and_show_json_shape(cli_env: CliEnv, fault_server: FaultServer) -> None:
     a = send(cli_env, "first question")
     send(cli_env, "follow-up")
     b = send(cli_env, "--new", "other conversation")
@@ -122,15 +123,15 @@ def test_sync_once_delivers_and_show_json_shape(
         ("assistant", "echo: follow-up", "complete"),
     ]
     assert [m["content"] for m in show(cli_env, b["conversation_id"])["messages"]] == [
-        "other conversation", "echo: other conversation"]
+        "other conversation",
+        "echo: other conversation",
+    ]
     wait_settled(fault_server)
     keys = fault_server.completed_keys()
     assert len(keys) == 3 and set(keys.values()) == {1}
 
 
-def test_show_human_output_has_no_escape_bytes(
-    cli_env: CliEnv, fault_server: FaultServer
-) -> None:
+def test_show_human_output_has_no_escape_bytes(cli_env: CliEnv, fault_server: FaultServer) -> None:
     fault_server.push(Fault("reply", text="\x1b[2J\x1b]0;owned\x07visible \x1b[31mreply\x1b[0m"))
     sent = send(cli_env, "title \x1b]0;evil\x07here\n\x1b[31mred\x1b[0m question\x9b2J")
     cli_env.run("sync", "--until-empty", "--timeout", "20", check=True)
@@ -167,9 +168,7 @@ def test_list_json(cli_env: CliEnv) -> None:
 # -- status and the API key -------------------------------------------------------------------
 
 
-def test_status_json_never_contains_the_api_key(
-    cli_env: CliEnv, fault_server: FaultServer
-) -> None:
+def test_status_json_never_contains_the_api_key(cli_env: CliEnv, fault_server: FaultServer) -> None:
     cli_env.env["OPENAI_API_KEY"] = SECRET
     fault_server.push(Fault("status", status=400))
     outputs: list[str] = []
@@ -191,8 +190,14 @@ def test_status_json_never_contains_the_api_key(
 
     assert status["reachability"]["state"] == "online"
     assert status["counts"]["failed"] == 1 and status["counts"]["delivered"] == 1
-    assert set(status["counts"]) >= {"queued", "sending", "delivered", "failed", "expired",
-                                     "cancelled"}
+    assert set(status["counts"]) >= {
+        "queued",
+        "sending",
+        "delivered",
+        "failed",
+        "expired",
+        "cancelled",
+    }
     (item,) = status["items"]
     assert item["message_id"] == failed["message_id"] and item["state"] == "failed"
     assert "400" in item["last_error"]
@@ -233,8 +238,11 @@ def test_retry_and_cancel(cli_env: CliEnv, fault_server: FaultServer) -> None:
     cli_env.run("sync", "--until-empty", "--timeout", "20", check=True)
     msgs = show(cli_env, sent["conversation_id"])["messages"]
     assert [(m["role"], m["state"]) for m in msgs] == [
-        ("user", "delivered"), ("assistant", "complete"),
-        ("user", "delivered"), ("assistant", "complete")]
+        ("user", "delivered"),
+        ("assistant", "complete"),
+        ("user", "delivered"),
+        ("assistant", "complete"),
+    ]
     assert msgs[2]["id"] == later["message_id"]
 
     # Nothing to retry or cancel on a delivered message: a clear error.
@@ -346,8 +354,18 @@ def test_base_url_flag_overrides_environment(cli_env: CliEnv, fault_server: Faul
     assert status["reachability"]["state"] == "online"
 
 
-DESIGN_VERBS = ["send", "sync", "status", "list", "show", "search", "export", "retry", "cancel",
-                "paths"]
+DESIGN_VERBS = [
+    "send",
+    "sync",
+    "status",
+    "list",
+    "show",
+    "search",
+    "export",
+    "retry",
+    "cancel",
+    "paths",
+]
 
 
 @pytest.mark.parametrize("verb", [None, *DESIGN_VERBS])

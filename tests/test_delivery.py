@@ -102,8 +102,10 @@ async def test_in_order_with_full_history(tmp_path: Path, fault_server: FaultSer
     expected: list[dict[str, str]] = [{"role": "system", "content": "Be brief."}]
     for body, text in zip(bodies, ("one", "two", "three", "four"), strict=True):
         assert body["messages"] == [*expected, {"role": "user", "content": text}]
-        expected += [{"role": "user", "content": text},
-                     {"role": "assistant", "content": f"echo: {text}"}]
+        expected += [
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": f"echo: {text}"},
+        ]
 
 
 async def test_endpoint_down_then_back(settings: Settings, fault_server: FaultServer) -> None:
@@ -163,8 +165,11 @@ async def _down_then_back(
     await assert_all_delivered_once(engine.store, fault_server, cids)
     # In order per conversation: each request's user turns are the prefix so far.
     for c in range(3):
-        seen = [user_turns(r.body) for r in chat_requests(fault_server)
-                if r.outcome == "completed" and user_turns(r.body)[0] == f"c{c} m0"]
+        seen = [
+            user_turns(r.body)
+            for r in chat_requests(fault_server)
+            if r.outcome == "completed" and user_turns(r.body)[0] == f"c{c} m0"
+        ]
         assert seen == [[f"c{c} m{j}" for j in range(i + 1)] for i in range(3)]
 
 
@@ -184,9 +189,9 @@ TRANSIENT = [
 
 
 @pytest.mark.parametrize(
-    ("fault", "charged"), TRANSIENT,
-    ids=["500", "503", "429-retry-after", "hang", "reset", "cut", "no_finish", "malformed",
-         "html"],
+    ("fault", "charged"),
+    TRANSIENT,
+    ids=["500", "503", "429-retry-after", "hang", "reset", "cut", "no_finish", "malformed", "html"],
 )
 async def test_transient_fault_is_delivered_exactly_once(
     engine: Engine, fault_server: FaultServer, events: list[Any], fault: Fault, charged: bool
@@ -207,16 +212,20 @@ async def test_transient_fault_is_delivered_exactly_once(
     # What was shown of the broken reply was withdrawn, not stored.
     aborted = [e for e in events if isinstance(e, ReplyAborted)]
     assert len(aborted) == 1 and aborted[0].question.id == first.message.id
-    requeued = [e.message for e in events if isinstance(e, MessageChanged)
-                and e.message.id == first.message.id and e.message.state == "queued"
-                and e.message.error]
+    requeued = [
+        e.message
+        for e in events
+        if isinstance(e, MessageChanged)
+        and e.message.id == first.message.id
+        and e.message.state == "queued"
+        and e.message.error
+    ]
     assert requeued and requeued[0].attempts == (1 if charged else 0)
     if fault.headers.get("Retry-After"):
         assert reqs[1].started - reqs[0].finished >= 0.9, "Retry-After not honoured"
     # The second question carried the first's full reply as context.
     second = [r for r in chat_requests(fault_server) if r.outcome == "completed"][-1]
-    assert second.body["messages"][1] == {"role": "assistant",
-                                         "content": "echo: question one"}
+    assert second.body["messages"][1] == {"role": "assistant", "content": "echo: question one"}
 
 
 # -- permanent failures and auth -------------------------------------------------------------
@@ -262,8 +271,9 @@ async def test_401_pauses_delivery_without_failing(
         assert 1 <= sent <= 2
         # ...and then nothing is sent while the key is refused.
         probes = len(model_requests(fault_server))
-        await wait_until(lambda: len(model_requests(fault_server)) >= probes + 2,
-                         what="two more probes")
+        await wait_until(
+            lambda: len(model_requests(fault_server)) >= probes + 2, what="two more probes"
+        )
         assert len(chat_requests(fault_server)) == sent
         assert engine.reachability.state == "auth_error"
         counts = await engine.store.counts()
@@ -273,15 +283,18 @@ async def test_401_pauses_delivery_without_failing(
 
         fault_server.mode = "ok"
         await wait_until(
-            _all_delivered(engine.store), timeout=10, what="delivery after the key works")
+            _all_delivered(engine.store), timeout=10, what="delivery after the key works"
+        )
     await assert_all_delivered_once(
-        engine.store, fault_server, [a.message.conversation_id, b.message.conversation_id])
+        engine.store, fault_server, [a.message.conversation_id, b.message.conversation_id]
+    )
 
 
 def _all_delivered(store: Store):
     async def check() -> bool:
         counts = await store.counts()
         return counts["delivered"] > 0 and counts["queued"] == counts["sending"] == 0
+
     return check
 
 
@@ -301,9 +314,7 @@ async def test_max_attempts_then_failed(tmp_path: Path, fault_server: FaultServe
     assert not fault_server.completed_keys()
 
 
-async def test_offline_waiting_costs_no_attempts(
-    tmp_path: Path, fault_server: FaultServer
-) -> None:
+async def test_offline_waiting_costs_no_attempts(tmp_path: Path, fault_server: FaultServer) -> None:
     settings = make_settings(fault_server.base_url, tmp_path, max_attempts=2)
     async with await Engine.open(settings) as engine:
         engine.start_watching()
@@ -313,8 +324,9 @@ async def test_offline_waiting_costs_no_attempts(
         r = await engine.outbox.submit(None, "patient")
         async with running(engine):
             # The send hits a refused connection; then several probes fail.
-            await wait_until(lambda: probes.count("offline") >= 3, timeout=10,
-                             what="several offline probes")
+            await wait_until(
+                lambda: probes.count("offline") >= 3, timeout=10, what="several offline probes"
+            )
             m = await engine.store.get_message(r.message.id)
             assert m.state == "queued" and m.attempts == 0
             assert m.error and "connect" in m.error  # it was tried, and not charged
@@ -349,7 +361,10 @@ async def test_restart_during_backoff_keeps_schedule(
     finally:
         await store.close()
     assert (reopened.attempts, reopened.next_attempt_at, reopened.state) == (
-        1, before.next_attempt_at, "queued")
+        1,
+        before.next_attempt_at,
+        "queued",
+    )
 
     async with await Engine.open(settings) as engine:
         engine.start_watching()
@@ -402,8 +417,10 @@ async def test_sender_idles_while_conversation_is_blocked(
     r = await engine.outbox.submit(None, "rejected")
     await engine.outbox.submit(r.message.conversation_id, "waits for the user")
     async with running(engine):
+
         async def failed() -> bool:
             return (await engine.store.get_message(r.message.id)).state == "failed"
+
         await wait_until(failed, what="failure")
         cpu = await _cpu_over(1.0)
     assert cpu < 0.4, f"the sender spun: {cpu:.2f} s of CPU in 1 s"
@@ -424,7 +441,8 @@ async def test_sender_idles_while_all_slots_are_busy(
             cpu = await _cpu_over(1.0)
             await wait_until(_all_delivered(engine.store), timeout=10, what="both delivered")
         await assert_all_delivered_once(
-            engine.store, fault_server, [a.message.conversation_id, b.message.conversation_id])
+            engine.store, fault_server, [a.message.conversation_id, b.message.conversation_id]
+        )
     assert cpu < 0.4, f"the sender spun: {cpu:.2f} s of CPU in 1 s"
 
 

@@ -147,10 +147,12 @@ async def test_429_with_retry_after_is_transient(
 async def test_429_insufficient_quota_is_permanent(
     endpoint: Endpoint, fault_server: FaultServer
 ) -> None:
-    body = json.dumps({"error": {"code": "insufficient_quota",
-                                 "message": "You exceeded your current quota"}})
-    fault_server.push(Fault("status", status=429, body=body,
-                            headers={"Content-Type": "application/json"}))
+    body = json.dumps(
+        {"error": {"code": "insufficient_quota", "message": "You exceeded your current quota"}}
+    )
+    fault_server.push(
+        Fault("status", status=429, body=body, headers={"Content-Type": "application/json"})
+    )
     with pytest.raises(PermanentError) as info:
         await chat(endpoint)
     assert "exceeded your current quota" in info.value.reason
@@ -160,10 +162,12 @@ async def test_429_insufficient_quota_is_permanent(
 async def test_client_errors_are_permanent_with_servers_reason(
     endpoint: Endpoint, fault_server: FaultServer, status: int
 ) -> None:
-    body = json.dumps({"error": {"message": f"context too long ({status})",
-                                 "type": "invalid_request_error"}})
-    fault_server.push(Fault("status", status=status, body=body,
-                            headers={"Content-Type": "application/json"}))
+    body = json.dumps(
+        {"error": {"message": f"context too long ({status})", "type": "invalid_request_error"}}
+    )
+    fault_server.push(
+        Fault("status", status=status, body=body, headers={"Content-Type": "application/json"})
+    )
     with pytest.raises(PermanentError) as info:
         await chat(endpoint)
     assert f"context too long ({status})" in info.value.reason
@@ -251,8 +255,10 @@ async def test_broken_replies_are_transient(
 async def test_escape_sequences_are_stripped(
     settings: Settings, fault_server: FaultServer, stream: bool
 ) -> None:
-    evil = ("Hello \x1b[31mred\x1b[0m world\x1b]0;pwned title\x07!"
-            "\x1b]8;;http://evil.example\x1b\\link\x1b]8;;\x1b\\ \x1b[2J\rend\x9b1m")
+    evil = (
+        "Hello \x1b[31mred\x1b[0m world\x1b]0;pwned title\x07!"
+        "\x1b]8;;http://evil.example\x1b\\link\x1b]8;;\x1b\\ \x1b[2J\rend\x9b1m"
+    )
     fault_server.push(Fault("reply", text=evil))
     ep = Endpoint(settings.replace(stream=stream))
     try:

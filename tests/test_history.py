@@ -47,8 +47,9 @@ def test_export_round_trips_markdown_and_json(cli_env: CliEnv, tmp_path: Path) -
     assert md.startswith(f"# {shown['title']}")
     for m in shown["messages"]:
         assert m["content"] in md
-    assert md.index("first question") < md.index("echo: first question") < md.index(
-        "second question")
+    assert (
+        md.index("first question") < md.index("echo: first question") < md.index("second question")
+    )
     bad = cli_env.run("export", "999", "--format", "md")
     assert bad.returncode == 1 and "no conversation" in bad.stderr
     unwritable = cli_env.run("export", str(cid), "-o", str(tmp_path / "missing" / "x.md"))

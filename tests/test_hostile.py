@@ -60,8 +60,11 @@ HOSTILE_REPLY = (
     "[bold]not bold[/bold] [@click=app.quit]click me[/] [link=http://evil.example]x[/link] "
     "\x9b31mC1 csi\x9b0m \x07bell\rover\r\nwritten \u202eevil\u202c done"
 )
-MARKUP = ("[bold]not bold[/bold]", "[@click=app.quit]click me[/]",
-          "[link=http://evil.example]x[/link]")
+MARKUP = (
+    "[bold]not bold[/bold]",
+    "[@click=app.quit]click me[/]",
+    "[link=http://evil.example]x[/link]",
+)
 
 
 def assert_clean(proc: subprocess.CompletedProcess[str], code: int) -> None:
@@ -154,7 +157,11 @@ def measured_sync_once(cli: CliEnv) -> dict:
     )
     proc = subprocess.run(
         [sys.executable, "-c", measure, *cli.argv("sync", "--once")],
-        env=cli.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env=cli.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     result = json.loads(proc.stdout)
     assert result["rc"] == 0, result
@@ -174,7 +181,9 @@ def test_50_mb_reply_is_capped_labelled_and_memory_stays_bounded(
 
     messages = show(cli_env, sent["conversation_id"])["messages"]
     assert [(m["role"], m["state"]) for m in messages] == [
-        ("user", "delivered"), ("assistant", "complete")]
+        ("user", "delivered"),
+        ("assistant", "complete"),
+    ]
     reply = messages[1]["content"]
     assert reply.startswith("x" * 1000)
     assert len(reply) <= 1_000_000 + 200
@@ -197,11 +206,15 @@ def _only_comments(handler: Any) -> None:
         handler.wfile.write(b": keep-alive\n\n")
 
 
-@pytest.mark.parametrize("body", [_endless_line, _data_lines_never_ending_an_event,
-                                  _only_comments], ids=["one endless line",
-                                                        "no blank line", "comments only"])
+@pytest.mark.parametrize(
+    "body",
+    [_endless_line, _data_lines_never_ending_an_event, _only_comments],
+    ids=["one endless line", "no blank line", "comments only"],
+)
 def test_stream_without_events_is_bounded_in_memory_and_time(
-    cli_env: CliEnv, fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch,
+    cli_env: CliEnv,
+    fault_server: FaultServer,
+    monkeypatch: pytest.MonkeyPatch,
     body: Callable[[Any], None],
 ) -> None:
     """A stream that sends bytes but never a complete event: the per-event checks
@@ -224,8 +237,10 @@ def test_stream_without_events_is_bounded_in_memory_and_time(
     # No text ever arrived, so nothing may be stored as a reply: cut for size or
     # for time, it is a transient failure and the message waits for a retry.
     assert [m["state"] for m in messages] == ["queued"]
-    assert ("without a complete event" in messages[0]["error"]
-            or "sent no text in 1 s" in messages[0]["error"])
+    assert (
+        "without a complete event" in messages[0]["error"]
+        or "sent no text in 1 s" in messages[0]["error"]
+    )
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
@@ -260,16 +275,25 @@ def test_invalid_utf8_typed_on_stdin_or_argv_is_queued_not_a_traceback(
     cli_env: CliEnv,
 ) -> None:
     raw = subprocess.run(
-        cli_env.argv("send", "--json", "-"), env=cli_env.env, cwd=REPO_ROOT,
-        input=b"caf\xc3\xa9 \xff\xfe broken bytes", capture_output=True, timeout=30,
+        cli_env.argv("send", "--json", "-"),
+        env=cli_env.env,
+        cwd=REPO_ROOT,
+        input=b"caf\xc3\xa9 \xff\xfe broken bytes",
+        capture_output=True,
+        timeout=30,
     )
     assert raw.returncode == 0, raw.stderr
     assert b"Traceback" not in raw.stderr
     first = json.loads(raw.stdout)
     argv = subprocess.run(
-        cli_env.argv("send", "--json", "-c", str(first["conversation_id"]),
-                     os.fsdecode(b"arg \xff here")),
-        env=cli_env.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        cli_env.argv(
+            "send", "--json", "-c", str(first["conversation_id"]), os.fsdecode(b"arg \xff here")
+        ),
+        env=cli_env.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert_clean(argv, 0)
     contents = [m["content"] for m in show(cli_env, first["conversation_id"])["messages"]]
@@ -283,8 +307,9 @@ def test_endless_reply_is_cut_by_max_reply_seconds(
 ) -> None:
     # A long backoff: the cut non-stream reply is not retried within this --once.
     seconds = 1.0 if stream else 0.5
-    cli_env.write_config(fast_config(max_reply_seconds=seconds, stream=stream, backoff_base=30.0,
-                                     backoff_cap=60.0))
+    cli_env.write_config(
+        fast_config(max_reply_seconds=seconds, stream=stream, backoff_base=30.0, backoff_cap=60.0)
+    )
     fault_server.push(Fault("endless"))
     sent = send(cli_env, "never stop")
     started = time.monotonic()
@@ -321,14 +346,12 @@ async def _damaged_database(path: Path) -> None:
     data = bytearray(path.read_bytes())
     page = 4096
     for offset in range(page, len(data), page):
-        data[offset:offset + page] = os.urandom(page)
+        data[offset : offset + page] = os.urandom(page)
     path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "damaged pages"])
-async def test_corrupt_database_is_named_and_untouched(
-    cli_env: CliEnv, damage: str
-) -> None:
+async def test_corrupt_database_is_named_and_untouched(cli_env: CliEnv, damage: str) -> None:
     if damage == "garbage":
         cli_env.data_dir.mkdir(parents=True)
         cli_env.db_path.write_bytes(b"definitely not SQLite " * 500)
@@ -393,7 +416,9 @@ def test_locked_database_send_fails_clearly_then_works(cli_env: CliEnv) -> None:
     first = send(cli_env, "before the lock")
     locker = subprocess.Popen(
         [sys.executable, "-c", LOCKER, str(cli_env.db_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
@@ -401,9 +426,17 @@ def test_locked_database_send_fails_clearly_then_works(cli_env: CliEnv) -> None:
         # the suite fast), then says so. Readers are not blocked meanwhile (WAL).
         started = time.monotonic()
         sender = subprocess.Popen(
-            [*cli_with_pragma("PRAGMA busy_timeout = 1500"), "send", "-c",
-             str(first["conversation_id"]), "while locked"],
-            env=cli_env.env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                *cli_with_pragma("PRAGMA busy_timeout = 1500"),
+                "send",
+                "-c",
+                str(first["conversation_id"]),
+                "while locked",
+            ],
+            env=cli_env.env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         reader = cli_env.popen("show", str(first["conversation_id"]), "--json")
@@ -446,7 +479,9 @@ def _can_drop_root_file_powers(tmp: Path) -> bool:
     try:
         probe = subprocess.run(
             [sys.executable, "-c", f"open({str(locked)!r}).read()"],
-            preexec_fn=_drop_root_file_powers, capture_output=True, timeout=10,
+            preexec_fn=_drop_root_file_powers,
+            capture_output=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return False
@@ -457,8 +492,13 @@ def _can_drop_root_file_powers(tmp: Path) -> bool:
 
 def _run_unprivileged(cli: CliEnv, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cli.argv(*args), env=cli.env, cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=30, preexec_fn=_drop_root_file_powers,
+        cli.argv(*args),
+        env=cli.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=_drop_root_file_powers,
     )
 
 
@@ -489,8 +529,12 @@ async def test_tui_with_unusable_data_dir_exits_with_a_message(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    settings = Settings(base_url=fault_server.base_url, data_dir=blocker / "data",
-                        config_path=tmp_path / "none.toml", handoff_on_exit=False)
+    settings = Settings(
+        base_url=fault_server.base_url,
+        data_dir=blocker / "data",
+        config_path=tmp_path / "none.toml",
+        handoff_on_exit=False,
+    )
     app = ChatApp(settings)
     async with app.run_test() as pilot:
         await pilot.pause()
@@ -543,13 +587,19 @@ def test_full_disk_cli_send_fails_clearly(cli_env: CliEnv) -> None:
     first = send(cli_env, "while there was space")
     # max_page_count = 1 means "the current size": the file cannot grow any more.
     proc = subprocess.run(
-        [*cli_with_pragma("PRAGMA max_page_count = 1"), "send", "-"], env=cli_env.env,
-        cwd=REPO_ROOT, input=LONG_PASTE, capture_output=True, text=True, timeout=30,
+        [*cli_with_pragma("PRAGMA max_page_count = 1"), "send", "-"],
+        env=cli_env.env,
+        cwd=REPO_ROOT,
+        input=LONG_PASTE,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert_clean(proc, 1)
     assert "full" in proc.stderr and str(cli_env.db_path) in proc.stderr, proc.stderr
     assert [m["content"] for m in show(cli_env, first["conversation_id"])["messages"]] == [
-        "while there was space"]
+        "while there was space"
+    ]
     # Space again: the same input goes in.
     send(cli_env, "-", input=LONG_PASTE)
     contents = [m["content"] for m in show(cli_env, first["conversation_id"])["messages"]]
@@ -557,9 +607,14 @@ def test_full_disk_cli_send_fails_clearly(cli_env: CliEnv) -> None:
 
 
 async def test_full_disk_in_tui_keeps_the_text(fault_server: FaultServer, tmp_path: Path) -> None:
-    settings = Settings(base_url=fault_server.base_url, data_dir=tmp_path,
-                        config_path=tmp_path / "none.toml", handoff_on_exit=False,
-                        connect_timeout=1.0, read_timeout=3.0)
+    settings = Settings(
+        base_url=fault_server.base_url,
+        data_dir=tmp_path,
+        config_path=tmp_path / "none.toml",
+        handoff_on_exit=False,
+        connect_timeout=1.0,
+        read_timeout=3.0,
+    )
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         deadline = time.monotonic() + 10
@@ -571,9 +626,13 @@ async def test_full_disk_in_tui_keeps_the_text(fault_server: FaultServer, tmp_pa
         app.composer.text = LONG_PASTE  # a paste
         await pilot.press("enter")
         deadline = time.monotonic() + 10
+
         def refusals() -> list[str]:
-            return [str(n.message) for n in app._notifications
-                    if n.severity == "error" and "full" in str(n.message)]
+            return [
+                str(n.message)
+                for n in app._notifications
+                if n.severity == "error" and "full" in str(n.message)
+            ]
 
         while not refusals():
             assert time.monotonic() < deadline, [str(n.message) for n in app._notifications]
@@ -682,7 +741,9 @@ def test_captive_portal_costs_no_attempt_and_delivers_later(
     assert "delivered 1" in proc.stdout
     messages = show(cli_env, sent["conversation_id"])["messages"]
     assert [(m["content"], m["state"]) for m in messages] == [
-        ("behind a portal", "delivered"), ("echo: behind a portal", "complete")]
+        ("behind a portal", "delivered"),
+        ("echo: behind a portal", "complete"),
+    ]
     chats = [r for r in fault_server.requests if r.path.endswith("/chat/completions")]
     assert len(chats) == 2 and len({r.idempotency_key for r in chats}) == 1
     assert "<html" not in json.dumps(messages).lower()

@@ -114,7 +114,9 @@ def test_two_tuis_and_sync_watch_share_one_database(server: FaultServer, tmp_pat
         assert second.read_until(b"echo: alpha 1")
         sync = subprocess.Popen(
             [sys.executable, "-m", "chat_tui", "sync", "--watch", "--base-url", server.base_url],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         server.stop()
         first.type("alpha 2\r")
@@ -125,8 +127,9 @@ def test_two_tuis_and_sync_watch_share_one_database(server: FaultServer, tmp_pat
         server.stop()
         second.type("bravo 2\r")
         first.type("alpha 3\r")
-        assert poll(lambda: count_state(db, "queued") + count_state(db, "sending") >= 2, 10,
-                    first, second)
+        assert poll(
+            lambda: count_state(db, "queued") + count_state(db, "sending") >= 2, 10, first, second
+        )
         server.start()
         assert poll(lambda: count_state(db, "delivered") == 5, 30, first, second)
         for term in (first, second):
@@ -142,8 +145,9 @@ def test_two_tuis_and_sync_watch_share_one_database(server: FaultServer, tmp_pat
             assert b"Traceback" not in sync.stderr.read()
     # Every message completed once at the server and has exactly one reply, in typed order.
     assert sorted(server.completed_keys().values()) == [1] * 5
-    replies = rows(db, "SELECT reply_to, COUNT(*) FROM messages WHERE role='assistant' "
-                       "GROUP BY reply_to")
+    replies = rows(
+        db, "SELECT reply_to, COUNT(*) FROM messages WHERE role='assistant' GROUP BY reply_to"
+    )
     assert len(replies) == 5 and all(n == 1 for _, n in replies)
     order = [r[0] for r in rows(db, "SELECT content FROM messages WHERE role='user' ORDER BY seq")]
     assert order.index("alpha 2") < order.index("alpha 3")

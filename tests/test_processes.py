@@ -61,8 +61,9 @@ def assert_db_delivered_once(cli: CliEnv, expected: int) -> None:
     assert len(users) == expected
     assert {u["state"] for u in users} == {"delivered"}
     for u in users:
-        replies = db_rows(cli, "SELECT * FROM messages WHERE role = 'assistant' AND reply_to = ?",
-                          (u["id"],))
+        replies = db_rows(
+            cli, "SELECT * FROM messages WHERE role = 'assistant' AND reply_to = ?", (u["id"],)
+        )
         assert len(replies) == 1, u["content"]
         assert replies[0]["content"] == f"echo: {u['content']}"  # whole, never partial
         assert replies[0]["seq"] == u["seq"] + 5
@@ -122,7 +123,8 @@ def _start_slow_sync(cli: CliEnv, fault_server: FaultServer) -> tuple[subprocess
     fault_server.push(Fault("slow", seconds=0.5))
     proc = cli.popen("sync", "--until-empty", "--timeout", "60")
     started = fault_server.wait_for(
-        lambda rs: any(r.idempotency_key == key and r.outcome == "pending" for r in rs), 15)
+        lambda rs: any(r.idempotency_key == key and r.outcome == "pending" for r in rs), 15
+    )
     if not started:
         proc.kill()
         pytest.fail(f"the sync process never sent: {proc.communicate()}")
@@ -137,12 +139,13 @@ def test_kill_9_mid_stream_then_restart_delivers_once(
     proc.wait(10)
     proc.communicate()
     # The dead process held the lease: its message is still "sending".
-    (row,) = db_rows(cli_env, "SELECT m.state, o.lease_owner FROM messages m "
-                              "JOIN outbox o ON o.message_id = m.id")
+    (row,) = db_rows(
+        cli_env,
+        "SELECT m.state, o.lease_owner FROM messages m JOIN outbox o ON o.message_id = m.id",
+    )
     assert row["state"] == "sending" and row["lease_owner"]
     # The server notices the dead client; the stream never completed.
-    assert fault_server.wait_for(
-        lambda rs: all(r.outcome != "pending" for r in rs), 10)
+    assert fault_server.wait_for(lambda rs: all(r.outcome != "pending" for r in rs), 10)
     assert fault_server.completed_keys()[key] == 0
 
     code, out, err = finish(cli_env.popen("sync", "--until-empty", "--timeout", "30"))
@@ -160,8 +163,11 @@ def test_sigterm_releases_the_lease(cli_env: CliEnv, fault_server: FaultServer) 
     proc.send_signal(signal.SIGTERM)
     code, out, err = finish(proc, 15)
     assert code == 0 and "Traceback" not in err, (out, err)
-    (row,) = db_rows(cli_env, "SELECT m.state, o.lease_owner, o.attempts FROM messages m "
-                              "JOIN outbox o ON o.message_id = m.id")
+    (row,) = db_rows(
+        cli_env,
+        "SELECT m.state, o.lease_owner, o.attempts FROM messages m "
+        "JOIN outbox o ON o.message_id = m.id",
+    )
     assert (row["state"], row["lease_owner"], row["attempts"]) == ("queued", None, 0)
     assert fault_server.completed_keys()[key] == 0
     # The next sync needs no lease to run out.

@@ -86,7 +86,8 @@ class QueueMachine(RuleBasedStateMachine):
 
     def expected_claim(self) -> Msg | None:
         due = [
-            m for m in self.msgs.values()
+            m
+            for m in self.msgs.values()
             if m.state in ("queued", "sending")
             and m.next_attempt_at <= self.now
             and (m.lease_expires is None or m.lease_expires <= self.now)
@@ -110,16 +111,28 @@ class QueueMachine(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------
 
-    @rule(target_new=st.booleans(), conv=st.integers(0, 10),
-          text=st.sampled_from(["hello", "again", "why?"]), dedup=st.booleans())
+    @rule(
+        target_new=st.booleans(),
+        conv=st.integers(0, 10),
+        text=st.sampled_from(["hello", "again", "why?"]),
+        dedup=st.booleans(),
+    )
     def enqueue(self, target_new: bool, conv: int, text: str, dedup: bool) -> None:
-        cid = None if target_new or not self.conversations \
+        cid = (
+            None
+            if target_new or not self.conversations
             else self.conversations[conv % len(self.conversations)]
+        )
         window = DEDUP_WINDOW if dedup else 0.0
         expected_dup = None
         if cid is not None and window > 0:
-            same = [m for m in self.in_conv(cid) if m.state in ("queued", "sending")
-                    and m.text == text and m.created_at >= self.now - window]
+            same = [
+                m
+                for m in self.in_conv(cid)
+                if m.state in ("queued", "sending")
+                and m.text == text
+                and m.created_at >= self.now - window
+            ]
             expected_dup = same[-1] if same else None
         msg, dup = self.run(self.store.enqueue(cid, text, dedup_window=window, now=self.now))
         if expected_dup is not None:
@@ -132,8 +145,9 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             assert msg.conversation_id == cid
             assert msg.seq > max(m.seq for m in self.in_conv(cid))
-        self.msgs[msg.id] = Msg(msg.id, msg.conversation_id, msg.seq, text, self.now,
-                                next_attempt_at=self.now)
+        self.msgs[msg.id] = Msg(
+            msg.id, msg.conversation_id, msg.seq, text, self.now, next_attempt_at=self.now
+        )
 
     @rule(owner=st.sampled_from(OWNERS))
     def claim(self, owner: str) -> None:
@@ -146,14 +160,15 @@ class QueueMachine(RuleBasedStateMachine):
         assert claim.owner == owner and claim.message.state == "sending"
         # Never a message with an unsettled earlier one (checked against the db too).
         earlier = self.run(self.store.all_messages(expected.cid))
-        assert all(p.state in SETTLED for p in earlier
-                   if p.role == "user" and p.seq < expected.seq)
+        assert all(p.state in SETTLED for p in earlier if p.role == "user" and p.seq < expected.seq)
         # The context is exactly the delivered turns before it.
         turns: list[dict[str, str]] = []
         for p in self.in_conv(expected.cid):
             if p.seq < expected.seq and p.state == "delivered":
-                turns += [{"role": "user", "content": p.text},
-                          {"role": "assistant", "content": f"reply to {p.id}"}]
+                turns += [
+                    {"role": "user", "content": p.text},
+                    {"role": "assistant", "content": f"reply to {p.id}"},
+                ]
         assert claim.history == turns
         expected.state, expected.owner = "sending", owner
         expected.lease_expires = self.now + LEASE
@@ -171,14 +186,25 @@ class QueueMachine(RuleBasedStateMachine):
         m.state, m.owner, m.lease_expires = "delivered", None, None
 
     @precondition(lambda self: any(m.state == "sending" for m in self.msgs.values()))
-    @rule(index=st.integers(0, 50), owner=st.sampled_from(OWNERS), charge=st.booleans(),
-          delay=st.sampled_from([0.0, 1.0, 30.0]))
+    @rule(
+        index=st.integers(0, 50),
+        owner=st.sampled_from(OWNERS),
+        charge=st.booleans(),
+        delay=st.sampled_from([0.0, 1.0, 30.0]),
+    )
     def release(self, index: int, owner: str, charge: bool, delay: float) -> None:
         m = self.pick(index, {"sending"})
         assert m is not None
-        out = self.run(self.store.release(
-            m.id, owner, error="transient", next_attempt_at=self.now + delay,
-            charge_attempt=charge, max_attempts=MAX_ATTEMPTS))
+        out = self.run(
+            self.store.release(
+                m.id,
+                owner,
+                error="transient",
+                next_attempt_at=self.now + delay,
+                charge_attempt=charge,
+                max_attempts=MAX_ATTEMPTS,
+            )
+        )
         if m.owner != owner:
             assert out is None
             return
@@ -241,10 +267,15 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _expire(self, max_age: float) -> None:
         expired = self.run(self.store.expire_old(max_age, now=self.now))
-        expected = set() if max_age <= 0 else {
-            m.id for m in self.msgs.values()
-            if m.state == "queued" and m.created_at < self.now - max_age
-        }
+        expected = (
+            set()
+            if max_age <= 0
+            else {
+                m.id
+                for m in self.msgs.values()
+                if m.state == "queued" and m.created_at < self.now - max_age
+            }
+        )
         assert {e.id for e in expired} == expected
         for i in expected:
             self.msgs[i].state = "expired"
@@ -309,14 +340,20 @@ class QueueMachine(RuleBasedStateMachine):
     def outbox_matches_model(self) -> None:
         items = self.run(self.store.queue_items())
         assert {i.message.id: i.message.state for i in items} == {
-            m.id: m.state for m in self.msgs.values() if m.state in OUTBOX_STATES}
+            m.id: m.state for m in self.msgs.values() if m.state in OUTBOX_STATES
+        }
         for item in items:
             m = self.msgs[item.message.id]
             assert item.lease_owner == m.owner
             assert item.message.attempts == m.attempts
-        waiting = [m for m in self.msgs.values() if m.state in ("queued", "sending")
-                   and not any(p.seq < m.seq and p.state in ("failed", "expired")
-                               for p in self.in_conv(m.cid))]
+        waiting = [
+            m
+            for m in self.msgs.values()
+            if m.state in ("queued", "sending")
+            and not any(
+                p.seq < m.seq and p.state in ("failed", "expired") for p in self.in_conv(m.cid)
+            )
+        ]
         assert self.run(self.store.waiting_count()) == len(waiting)
 
 

@@ -72,8 +72,9 @@ def echo_authorization(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             return
         header = self.headers.get("Authorization", "")
         echoed.append(header)
-        self._send_error_json(401, f"Incorrect API key provided: {header}",
-                              "invalid_request_error", "invalid_api_key")
+        self._send_error_json(
+            401, f"Incorrect API key provided: {header}", "invalid_request_error", "invalid_api_key"
+        )
 
     monkeypatch.setattr(fault_server_module._Handler, "_apply_mode", apply_mode)
     return echoed
@@ -92,8 +93,11 @@ def files_under(path: Path) -> list[Path]:
 
 @pytest.mark.parametrize("source", ["environment", "config file"])
 def test_api_key_is_sent_but_never_stored_or_printed(
-    cli_env: CliEnv, fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path, source: str,
+    cli_env: CliEnv,
+    fault_server: FaultServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    source: str,
 ) -> None:
     echoed = echo_authorization(monkeypatch)
     if source == "environment":
@@ -130,15 +134,20 @@ def test_api_key_is_sent_but_never_stored_or_printed(
             json.loads(run("send", "--json", "-c", cid, "second question"))
             fault_server.push(Fault("status", status=401, body=error_body(f"bad key {SECRET}")))
             assert "delivered 0" in run("sync", "--once")
-            fault_server.push(Fault("status", status=400,
-                                    body=error_body(f"key {SECRET} may not use this model")))
+            fault_server.push(
+                Fault("status", status=400, body=error_body(f"key {SECRET} may not use this model"))
+            )
             run("sync", "--once")
             items = json.loads(run("status", "--json"))["items"]
             assert [i["state"] for i in items] == ["failed"]
             assert "may not use this model" in items[0]["last_error"]
             run("status")
-            for args in (["show", cid], ["show", cid, "--json"],
-                         ["export", cid, "--format", "json"], ["search", "question"]):
+            for args in (
+                ["show", cid],
+                ["show", cid, "--json"],
+                ["export", cid, "--format", "json"],
+                ["search", "question"],
+            ):
                 run(*args)
             for args in (["show", "999"], ["send", "-c", "999", "nowhere"]):
                 run(*args, code=1)
@@ -172,15 +181,24 @@ async def test_api_key_not_in_a_tui_screenshot(
 ) -> None:
     echoed = echo_authorization(monkeypatch)
     fault_server.mode = "auth"
-    settings = Settings(base_url=fault_server.base_url, api_key=SECRET, data_dir=tmp_path,
-                        config_path=tmp_path / "none.toml", handoff_on_exit=False,
-                        connect_timeout=1.0, read_timeout=3.0)
+    settings = Settings(
+        base_url=fault_server.base_url,
+        api_key=SECRET,
+        data_dir=tmp_path,
+        config_path=tmp_path / "none.toml",
+        handoff_on_exit=False,
+        connect_timeout=1.0,
+        read_timeout=3.0,
+    )
     app = ChatApp(settings)
     async with app.run_test(size=(160, 40)) as pilot:
         banner = app.query_one(OfflineBanner)
         deadline = time.monotonic() + 10
-        while not (app.reach is not None and app.reach.state == "auth_error"
-                   and banner.has_class("-visible")):
+        while not (
+            app.reach is not None
+            and app.reach.state == "auth_error"
+            and banner.has_class("-visible")
+        ):
             assert time.monotonic() < deadline, "no auth_error state"
             await pilot.pause(0.05)
         await pilot.press(*"hello", "enter")
@@ -215,8 +233,15 @@ def mode_of(path: Path) -> int:
 
 def test_private_modes_despite_a_permissive_umask(cli_env: CliEnv) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(cli_env.argv(*args), env=cli_env.env, cwd=REPO_ROOT, text=True,
-                              capture_output=True, timeout=30, preexec_fn=_permissive_umask)
+        proc = subprocess.run(
+            cli_env.argv(*args),
+            env=cli_env.env,
+            cwd=REPO_ROOT,
+            text=True,
+            capture_output=True,
+            timeout=30,
+            preexec_fn=_permissive_umask,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc
 
@@ -230,9 +255,14 @@ def test_private_modes_despite_a_permissive_umask(cli_env: CliEnv) -> None:
     assert mode_of(data / "sync.lock") == 0o600
 
     # While a process has the database open, its -wal and -shm exist: private too.
-    watcher = subprocess.Popen(cli_env.argv("sync", "--watch"), env=cli_env.env, cwd=REPO_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               preexec_fn=_permissive_umask)
+    watcher = subprocess.Popen(
+        cli_env.argv("sync", "--watch"),
+        env=cli_env.env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=_permissive_umask,
+    )
     try:
         wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
         deadline = time.monotonic() + 10
@@ -302,9 +332,17 @@ class TlsServer:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._json({"choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant",
-                                                     "content": "over TLS"}}]})
+                self._json(
+                    {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "over TLS"},
+                            }
+                        ]
+                    }
+                )
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -329,15 +367,36 @@ class TlsServer:
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("needs the openssl CLI to make a self-signed certificate "
-                    "(the cryptography package is not installed either)")
+        pytest.skip(
+            "needs the openssl CLI to make a self-signed certificate "
+            "(the cryptography package is not installed either)"
+        )
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return cert, key
 
@@ -353,16 +412,19 @@ def tls_server(self_signed: tuple[Path, Path]) -> Iterator[TlsServer]:
 
 async def test_tls_is_verified_by_default(tls_server: TlsServer, tmp_path: Path) -> None:
     assert Settings().verify_tls is True
-    settings = Settings(base_url=tls_server.base_url, data_dir=tmp_path,
-                        config_path=tmp_path / "none.toml", connect_timeout=2.0)
+    settings = Settings(
+        base_url=tls_server.base_url,
+        data_dir=tmp_path,
+        config_path=tmp_path / "none.toml",
+        connect_timeout=2.0,
+    )
     endpoint = Endpoint(settings)
     try:
         probe = await endpoint.probe()
         assert probe.state == "offline"
         assert "certificate" in probe.detail.lower()
         with pytest.raises(UnreachableError) as caught:
-            await endpoint.chat([{"role": "user", "content": "hi"}], model="m",
-                                idempotency_key="k")
+            await endpoint.chat([{"role": "user", "content": "hi"}], model="m", idempotency_key="k")
         assert "certificate" in caught.value.reason.lower()
     finally:
         await endpoint.aclose()
@@ -370,8 +432,9 @@ async def test_tls_is_verified_by_default(tls_server: TlsServer, tmp_path: Path)
     insecure = Endpoint(settings.replace(verify_tls=False))
     try:
         assert (await insecure.probe()).state == "online"
-        reply = await insecure.chat([{"role": "user", "content": "hi"}], model="m",
-                                    idempotency_key="k")
+        reply = await insecure.chat(
+            [{"role": "user", "content": "hi"}], model="m", idempotency_key="k"
+        )
         assert reply.text == "over TLS"
     finally:
         await insecure.aclose()
@@ -401,8 +464,13 @@ def test_cli_warns_when_tls_verification_is_off(cli_env: CliEnv, tls_server: Tls
 async def test_tui_warns_when_tls_verification_is_off(
     fault_server: FaultServer, tmp_path: Path
 ) -> None:
-    settings = Settings(base_url=fault_server.base_url, data_dir=tmp_path, verify_tls=False,
-                        config_path=tmp_path / "none.toml", handoff_on_exit=False)
+    settings = Settings(
+        base_url=fault_server.base_url,
+        data_dir=tmp_path,
+        verify_tls=False,
+        config_path=tmp_path / "none.toml",
+        handoff_on_exit=False,
+    )
     app = ChatApp(settings)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause(0.2)
@@ -434,8 +502,12 @@ async def test_links_in_replies_are_shown_not_opened(
     monkeypatch.setattr(ChatApp, "open_url", lambda self, url, **kw: opened.append(url))
     target = "https://evil.example/login?next=[b]x[/b]"
     fault_server.push(Fault("reply", text=f"[Click here]({target}) to continue."))
-    settings = Settings(base_url=fault_server.base_url, data_dir=tmp_path,
-                        config_path=tmp_path / "none.toml", handoff_on_exit=False)
+    settings = Settings(
+        base_url=fault_server.base_url,
+        data_dir=tmp_path,
+        config_path=tmp_path / "none.toml",
+        handoff_on_exit=False,
+    )
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"login?", "enter")

@@ -18,8 +18,15 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "soak.py"
 VIOLATIONS = (
-    "lost", "doubled_in_db", "doubled_at_server", "out_of_order", "incomplete", "leftover",
-    "lease_overlap", "key_mismatch", "sender_crashes",
+    "lost",
+    "doubled_in_db",
+    "doubled_at_server",
+    "out_of_order",
+    "incomplete",
+    "leftover",
+    "lease_overlap",
+    "key_mismatch",
+    "sender_crashes",
 )
 
 pytestmark = pytest.mark.timeout(75)
@@ -27,10 +34,22 @@ pytestmark = pytest.mark.timeout(75)
 
 def test_short_soak_loses_nothing_doubles_nothing_keeps_order(tmp_path: Path) -> None:
     argv = [
-        sys.executable, str(SCRIPT),
-        "--messages", "60", "--conversations", "6", "--kills", "4",
-        "--fault-rate", "0.3", "--seed", "7", "--duration-limit", "40",
-        "--workdir", str(tmp_path),
+        sys.executable,
+        str(SCRIPT),
+        "--messages",
+        "60",
+        "--conversations",
+        "6",
+        "--kills",
+        "4",
+        "--fault-rate",
+        "0.3",
+        "--seed",
+        "7",
+        "--duration-limit",
+        "40",
+        "--workdir",
+        str(tmp_path),
     ]
     try:
         proc = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
@@ -47,8 +66,9 @@ def test_short_soak_loses_nothing_doubles_nothing_keeps_order(tmp_path: Path) ->
     kills = re.search(r"^kills:\s+(\d+) SIGKILL .*server (\d+)", proc.stdout, re.M)
     assert kills is not None, output
     assert int(kills.group(1)) >= 4 and int(kills.group(2)) >= 1, output
-    typed = re.search(r"^messages:\s+(\d+) typed \((\d+) user rows, (\d+) replies", proc.stdout,
-                      re.M)
+    typed = re.search(
+        r"^messages:\s+(\d+) typed \((\d+) user rows, (\d+) replies", proc.stdout, re.M
+    )
     assert typed is not None and typed.groups() == ("60", "60", "60"), output
     completed = re.search(r"^outcomes:.*\bcompleted (\d+)", proc.stdout, re.M)
     assert completed is not None and int(completed.group(1)) >= 60, output

@@ -322,7 +322,8 @@ async def test_claim_skips_conversation_blocked_by_failed_message(store: Store) 
     claim = await store.claim_next("me", lease_seconds=30)
     assert claim is not None and claim.message.id == b2.id
     assert claim.history == [
-        {"role": "user", "content": "b1"}, {"role": "assistant", "content": "reply b1"},
+        {"role": "user", "content": "b1"},
+        {"role": "assistant", "content": "reply b1"},
     ]
     await store.complete(b2.id, "me", "reply b2")
     assert await store.claim_next("me", lease_seconds=30) is None
@@ -334,8 +335,9 @@ async def test_claim_respects_next_attempt_at(store: Store) -> None:
     t0 = time.time()
     m, _ = await store.enqueue(None, "later", now=t0)
     claim = await store.claim_next("me", lease_seconds=30, now=t0)
-    await store.release(m.id, "me", error="HTTP 503", next_attempt_at=t0 + 50,
-                        charge_attempt=True, max_attempts=6)
+    await store.release(
+        m.id, "me", error="HTTP 503", next_attempt_at=t0 + 50, charge_attempt=True, max_attempts=6
+    )
     assert await store.claim_next("me", lease_seconds=30, now=t0 + 49) is None
     claim = await store.claim_next("me", lease_seconds=30, now=t0 + 50)
     assert claim is not None and claim.message.attempts == 1
@@ -354,8 +356,12 @@ async def test_expired_lease_is_reclaimable_and_old_owner_cannot_complete(
 
     # A comes back to life with a reply: refused, nothing written.
     assert await store.complete(m.id, "A", "reply from A") is None
-    assert await store.release(m.id, "A", error="x", next_attempt_at=t0, charge_attempt=True,
-                               max_attempts=6) is None
+    assert (
+        await store.release(
+            m.id, "A", error="x", next_attempt_at=t0, charge_attempt=True, max_attempts=6
+        )
+        is None
+    )
     assert await store.fail(m.id, "A", "x") is None
     assert await store.renew_lease(m.id, "A", t0 + 100) is False
     stored = await store.complete(m.id, "B", "reply from B")
@@ -365,9 +371,7 @@ async def test_expired_lease_is_reclaimable_and_old_owner_cannot_complete(
     assert await store.complete(m.id, "B", "again") is None
     assert await store.complete(m.id, "A", "again") is None
     with contextlib.closing(raw(db_path)) as conn:
-        replies = conn.execute(
-            "SELECT content FROM messages WHERE role = 'assistant'"
-        ).fetchall()
+        replies = conn.execute("SELECT content FROM messages WHERE role = 'assistant'").fetchall()
         assert [r[0] for r in replies] == ["reply from B"]
         assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
 
@@ -389,17 +393,25 @@ async def test_release_charges_attempts_and_fails_at_max(store: Store) -> None:
     m, _ = await store.enqueue(None, "q", now=t0)
     for n in range(1, 3):
         await store.claim_next("me", lease_seconds=30, now=t0)
-        out = await store.release(m.id, "me", error=f"HTTP 500 #{n}", next_attempt_at=t0,
-                                  charge_attempt=True, max_attempts=3)
+        out = await store.release(
+            m.id,
+            "me",
+            error=f"HTTP 500 #{n}",
+            next_attempt_at=t0,
+            charge_attempt=True,
+            max_attempts=3,
+        )
         assert out.state == "queued" and out.attempts == n and out.error == f"HTTP 500 #{n}"
     # Offline waits cost nothing.
     await store.claim_next("me", lease_seconds=30, now=t0)
-    out = await store.release(m.id, "me", error="offline", next_attempt_at=t0,
-                              charge_attempt=False, max_attempts=3)
+    out = await store.release(
+        m.id, "me", error="offline", next_attempt_at=t0, charge_attempt=False, max_attempts=3
+    )
     assert out.state == "queued" and out.attempts == 2
     await store.claim_next("me", lease_seconds=30, now=t0)
-    out = await store.release(m.id, "me", error="HTTP 500 #3", next_attempt_at=t0,
-                              charge_attempt=True, max_attempts=3)
+    out = await store.release(
+        m.id, "me", error="HTTP 500 #3", next_attempt_at=t0, charge_attempt=True, max_attempts=3
+    )
     assert out.state == "failed" and out.attempts == 3
     assert await store.claim_next("me", lease_seconds=30, now=t0 + 1000) is None
 
@@ -422,8 +434,14 @@ async def test_counts_and_queue_items(store: Store) -> None:
     await store.claim_next("me", lease_seconds=30)
     await store.fail(a.id, "me", "HTTP 400: no")
     counts = await store.counts()
-    assert counts == {"queued": 1, "sending": 0, "delivered": 0, "failed": 1, "expired": 0,
-                      "cancelled": 0}
+    assert counts == {
+        "queued": 1,
+        "sending": 0,
+        "delivered": 0,
+        "failed": 1,
+        "expired": 0,
+        "cancelled": 0,
+    }
     items = {i.message.id: i.as_json() for i in await store.queue_items()}
     assert items[a.id]["state"] == "failed" and items[a.id]["last_error"] == "HTTP 400: no"
     assert items[b.id]["state"] == "queued"

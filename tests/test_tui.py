@@ -17,8 +17,13 @@ from tests.fault_server import Fault, FaultServer
 
 def make_settings(srv: FaultServer, data_dir: Path, **overrides) -> Settings:
     values = dict(
-        base_url=srv.base_url, data_dir=data_dir, config_path=data_dir / "none.toml",
-        connect_timeout=1.0, read_timeout=3.0, backoff_base=0.05, backoff_cap=0.2,
+        base_url=srv.base_url,
+        data_dir=data_dir,
+        config_path=data_dir / "none.toml",
+        connect_timeout=1.0,
+        read_timeout=3.0,
+        backoff_base=0.05,
+        backoff_cap=0.2,
         handoff_on_exit=False,
     )
     values.update(overrides)

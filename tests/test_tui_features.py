@@ -47,18 +47,26 @@ async def test_queue_screen_retry_edit_cancel(server: FaultServer, tmp_path: Pat
         assert [i.message.state for i in screen.items] == ["failed", "queued"]
         # Retry the failed one: the server refuses it again (422).
         await pilot.press("r")
-        await wait_until(pilot, lambda: screen.items and screen.items[0].message.error
-                         and "bad second" in screen.items[0].message.error)
+        await wait_until(
+            pilot,
+            lambda: (
+                screen.items
+                and screen.items[0].message.error
+                and "bad second" in screen.items[0].message.error
+            ),
+        )
         # Edit it: the edited text is what the server gets, and both go out in order.
         await pilot.press("e")
         await wait_until(pilot, lambda: isinstance(app.screen, EditMessage))
         await pilot.press(*" (edited)", "tab", "tab", "enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen)
-                         and not app.screen.items, timeout=10)
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, QueueScreen) and not app.screen.items, timeout=10
+        )
         await pilot.press("escape")
         await wait_until(pilot, lambda: len(views(app)) == 4)
-        sent = [r.body["messages"][-1]["content"] for r in server.requests
-                if r.outcome == "completed"]
+        sent = [
+            r.body["messages"][-1]["content"] for r in server.requests if r.outcome == "completed"
+        ]
         assert sent == ["one (edited)", "two"]
 
 

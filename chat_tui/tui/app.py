@@ -10,6 +10,7 @@ app through the same clean path: draft saved, leases released, database closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, OptionList
@@ -79,7 +81,7 @@ class ChatApp(App[int]):
         self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
         self._draft_loaded = False  # nothing to save until a conversation's draft is shown
 
-    # -- layout -----------------------------------------------------------------------------
+    # -- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
@@ -88,8 +90,9 @@ class ChatApp(App[int]):
                 yield OfflineBanner()
                 yield ChatView(id="chat")
                 yield Composer(id="composer")
-        yield StatusLine(self.settings.base_url, self.settings.model,
-                         tls_off=not self.settings.verify_tls)
+        yield StatusLine(
+            self.settings.base_url, self.settings.model, tls_off=not self.settings.verify_tls
+        )
         yield Footer()
 
     @property
@@ -100,7 +103,7 @@ class ChatApp(App[int]):
     def composer(self) -> Composer:
         return self.query_one(Composer)
 
-    # -- life cycle ---------------------------------------------------------------------------
+    # -- life cycle ----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
         loop = asyncio.get_running_loop()
@@ -108,9 +111,14 @@ class ChatApp(App[int]):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
         self.composer.focus()
         if not self.settings.verify_tls:
-            self.notify("TLS certificate verification is OFF (verify_tls = false): the "
-                        "connection and the API key are not protected.", title="Insecure",
-                        severity="warning", timeout=15, markup=False)
+            self.notify(
+                "TLS certificate verification is OFF (verify_tls = false): the "
+                "connection and the API key are not protected.",
+                title="Insecure",
+                severity="warning",
+                timeout=15,
+                markup=False,
+            )
         if self.engine is None:
             try:
                 self.engine = await Engine.open(
@@ -140,10 +148,8 @@ class ChatApp(App[int]):
         await self._save_draft_now()
         self.engine = None  # timers and late messages see the engine gone, not half-closed
         waiting = 0
-        try:
+        with contextlib.suppress(StoreError):
             waiting = await engine.store.waiting_count()
-        except StoreError:
-            pass
         await engine.close()
         if waiting and self.settings.handoff_on_exit:
             self._hand_off(waiting)
@@ -155,15 +161,21 @@ class ChatApp(App[int]):
         try:
             pid = spawn(self.settings)
         except OSError as exc:
-            self.exit_note = f"chat-tui: {waiting} message(s) stay queued (no background sync: {exc})"
+            self.exit_note = (
+                f"chat-tui: {waiting} message(s) stay queued (no background sync: {exc})"
+            )
             return
         if pid is None:
-            self.exit_note = (f"chat-tui: {waiting} queued message(s) left to the background sync "
-                              "that is already running.")
+            self.exit_note = (
+                f"chat-tui: {waiting} queued message(s) left to the background sync "
+                "that is already running."
+            )
         else:
-            self.exit_note = (f"chat-tui: {waiting} queued message(s) handed to a background sync "
-                              f"(pid {pid}); they go out when the endpoint answers. "
-                              "`chat-tui status` shows progress.")
+            self.exit_note = (
+                f"chat-tui: {waiting} queued message(s) handed to a background sync "
+                f"(pid {pid}); they go out when the endpoint answers. "
+                "`chat-tui status` shows progress."
+            )
 
     def _exit_on_signal(self, sig: int) -> None:
         self.exit(return_code=0)
@@ -171,10 +183,8 @@ class ChatApp(App[int]):
     def exit(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         # Every way out (quit key, SIGHUP, SIGTERM) passes here while the
         # composer still exists: take the draft now, save it in on_unmount.
-        try:
+        with contextlib.suppress(NoMatches):  # not composed yet
             self._draft_text = self.composer.text
-        except Exception:  # not composed yet
-            pass
         super().exit(*args, **kwargs)  # type: ignore[arg-type]
 
     def _engine_listener(self, event: OutboxEvent) -> None:
@@ -183,9 +193,11 @@ class ChatApp(App[int]):
     def _reachability_listener(self, state: ReachabilityState) -> None:
         self.post_message(ReachabilityChanged(state))
 
-    # -- conversations ----------------------------------------------------------------------------
+    # -- conversations -------------------------------------------------------------------------
 
-    async def open_conversation(self, conversation_id: int | None, *, at_seq: int | None = None) -> None:
+    async def open_conversation(
+        self, conversation_id: int | None, *, at_seq: int | None = None
+    ) -> None:
         if self.engine is None:
             return
         store = self.engine.store
@@ -237,7 +249,7 @@ class ChatApp(App[int]):
         )
         await event.chat_view.prepend_older(page, has_older=len(page) == PAGE_SIZE)
 
-    # -- sending ---------------------------------------------------------------------------------
+    # -- sending -------------------------------------------------------------------------------
 
     @on(Composer.Submitted)
     async def _submit(self, event: Composer.Submitted) -> None:
@@ -261,7 +273,8 @@ class ChatApp(App[int]):
         if result.duplicate:
             self.notify(
                 "The same message is already queued in this conversation; it was not queued twice.",
-                title="Already queued", markup=False,
+                title="Already queued",
+                markup=False,
             )
         elif not self.engine.reachability.online:
             self._answer_offline(message)
@@ -291,7 +304,7 @@ class ChatApp(App[int]):
         except StoreError as exc:
             self.notify(f"Draft not saved: {exc}", severity="warning", markup=False)
 
-    # -- engine events -------------------------------------------------------------------------------
+    # -- engine events -------------------------------------------------------------------------
 
     @on(EngineEvent)
     async def _engine_event(self, message: EngineEvent) -> None:
@@ -378,7 +391,7 @@ class ChatApp(App[int]):
         self.engine.outbox.wake()
         await self._refresh_queue_and_sidebar()
 
-    # -- actions --------------------------------------------------------------------------------------
+    # -- actions -------------------------------------------------------------------------------
 
     async def action_new_conversation(self) -> None:
         await self.open_conversation(None)
@@ -411,8 +424,9 @@ class ChatApp(App[int]):
                 self.notify(f"Message #{message.id} is queued again.", markup=False, timeout=3)
             elif event.action == "cancel":
                 await self.engine.outbox.cancel(message.id)
-                self.notify(f"Message #{message.id} cancelled (kept in history).", markup=False,
-                            timeout=3)
+                self.notify(
+                    f"Message #{message.id} cancelled (kept in history).", markup=False, timeout=3
+                )
             elif event.action == "edit":
                 self._edit_message(message)
                 return
@@ -513,8 +527,11 @@ class ChatApp(App[int]):
             self.notify("Send a first message, then set this conversation's model.", markup=False)
             return
         model = await self.push_screen_wait(
-            TextPrompt("Model for this conversation (empty: the default)", self.current.model or "",
-                       placeholder=self.settings.model)
+            TextPrompt(
+                "Model for this conversation (empty: the default)",
+                self.current.model or "",
+                placeholder=self.settings.model,
+            )
         )
         if model is None:
             return
@@ -527,12 +544,15 @@ class ChatApp(App[int]):
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_set_system_prompt(self) -> None:
         if self.current is None or self.engine is None:
-            self.notify("Send a first message, then set this conversation's system prompt.",
-                        markup=False)
+            self.notify(
+                "Send a first message, then set this conversation's system prompt.", markup=False
+            )
             return
         prompt = await self.push_screen_wait(
-            TextPrompt("System prompt for this conversation (empty: the default)",
-                       self.current.system_prompt or "")
+            TextPrompt(
+                "System prompt for this conversation (empty: the default)",
+                self.current.system_prompt or "",
+            )
         )
         if prompt is None:
             return
@@ -543,26 +563,44 @@ class ChatApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("New conversation", "Start a new conversation (Ctrl+N)",
-                            self.action_new_conversation)
-        yield SystemCommand("Retry now", "Check the endpoint and send queued messages now (Ctrl+R)",
-                            self.action_retry_now)
-        yield SystemCommand("Rename conversation", "Give this conversation a new title (F2)",
-                            self.action_rename)
-        yield SystemCommand("Delete conversation", "Delete this conversation, after asking (F8)",
-                            self.action_delete)
-        yield SystemCommand("Set model", "Choose the model for this conversation",
-                            self.action_set_model)
-        yield SystemCommand("Set system prompt", "Choose the system prompt for this conversation",
-                            self.action_set_system_prompt)
-        yield SystemCommand("Queue", "Messages not yet delivered: retry, edit, cancel (Ctrl+O)",
-                            self.action_queue)
-        yield SystemCommand("Search history", "Full-text search of every conversation (Ctrl+F)",
-                            self.action_search)
-        yield SystemCommand("Export conversation", "Write this conversation to a Markdown or "
-                            "JSON file (F4)", self.action_export)
-        yield SystemCommand("Toggle sidebar", "Show or hide the conversation list (Ctrl+B)",
-                            self.action_toggle_sidebar)
+        yield SystemCommand(
+            "New conversation", "Start a new conversation (Ctrl+N)", self.action_new_conversation
+        )
+        yield SystemCommand(
+            "Retry now",
+            "Check the endpoint and send queued messages now (Ctrl+R)",
+            self.action_retry_now,
+        )
+        yield SystemCommand(
+            "Rename conversation", "Give this conversation a new title (F2)", self.action_rename
+        )
+        yield SystemCommand(
+            "Delete conversation", "Delete this conversation, after asking (F8)", self.action_delete
+        )
+        yield SystemCommand(
+            "Set model", "Choose the model for this conversation", self.action_set_model
+        )
+        yield SystemCommand(
+            "Set system prompt",
+            "Choose the system prompt for this conversation",
+            self.action_set_system_prompt,
+        )
+        yield SystemCommand(
+            "Queue", "Messages not yet delivered: retry, edit, cancel (Ctrl+O)", self.action_queue
+        )
+        yield SystemCommand(
+            "Search history", "Full-text search of every conversation (Ctrl+F)", self.action_search
+        )
+        yield SystemCommand(
+            "Export conversation",
+            "Write this conversation to a Markdown or JSON file (F4)",
+            self.action_export,
+        )
+        yield SystemCommand(
+            "Toggle sidebar",
+            "Show or hide the conversation list (Ctrl+B)",
+            self.action_toggle_sidebar,
+        )
 
 
 def run_app(settings: Settings) -> int:

@@ -11,7 +11,9 @@ from textual.widgets import Button, Input, Label
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
-{name} > Vertical {{ width: 64; height: auto; padding: 1 2; border: thick $primary; background: $surface; }}
+{name} > Vertical {{
+    width: 64; height: auto; padding: 1 2; border: thick $primary; background: $surface;
+}}
 {name} Horizontal {{ height: auto; align-horizontal: right; margin-top: 1; }}
 {name} Button {{ margin-left: 1; }}
 """
@@ -72,9 +74,12 @@ class Confirm(ModalScreen[bool]):
 class EditMessage(ModalScreen[str | None]):
     """Edit a waiting message's text before it is resent. Escape cancels."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="EditMessage") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="EditMessage")
+        + """
     EditMessage TextArea { height: 10; }
     """
+    )
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, text: str) -> None:

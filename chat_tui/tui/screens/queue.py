@@ -23,7 +23,9 @@ class QueueScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     QueueScreen { align: center middle; }
-    QueueScreen > Vertical { width: 90%; height: 80%; border: thick $primary; background: $surface; }
+    QueueScreen > Vertical {
+        width: 90%; height: 80%; border: thick $primary; background: $surface;
+    }
     QueueScreen .title { height: 1; padding: 0 1; background: $primary 30%; }
     QueueScreen OptionList { height: 1fr; border: none; }
     """
@@ -62,9 +64,11 @@ class QueueScreen(ModalScreen[None]):
             Option(
                 Content.assemble(
                     (f"#{item.message.id} ", "bold"),
-                    sanitize(item.conversation_title)[:30] or "(untitled)", " · ",
+                    sanitize(item.conversation_title)[:30] or "(untitled)",
+                    " · ",
                     (sanitize(message_status(item.message))[:90], _style(item.message.state)),
-                    "\n  ", sanitize(item.message.content.replace("\n", " "))[:100],
+                    "\n  ",
+                    sanitize(item.message.content.replace("\n", " "))[:100],
                 ),
                 id=str(item.message.id),
             )

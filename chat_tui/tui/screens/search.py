@@ -28,11 +28,15 @@ class SearchChoice:
 class SearchScreen(ModalScreen[SearchChoice | None]):
     DEFAULT_CSS = """
     SearchScreen { align: center middle; }
-    SearchScreen > Vertical { width: 90%; height: 80%; border: thick $primary; background: $surface; }
+    SearchScreen > Vertical {
+        width: 90%; height: 80%; border: thick $primary; background: $surface;
+    }
     SearchScreen OptionList { height: 1fr; border: none; }
     """
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close"),
-                Binding("down", "focus_results", "Results", show=False)]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close"),
+        Binding("down", "focus_results", "Results", show=False),
+    ]
 
     def __init__(self, store: Store) -> None:
         super().__init__()
@@ -62,11 +66,14 @@ class SearchScreen(ModalScreen[SearchChoice | None]):
         hits = await self.store.search(query, limit=100) if query.strip() else []
         self.hits = hits
         options = [
-            Option(Content.assemble(
-                (sanitize(h.conversation_title)[:40] or "(untitled)", "bold"),
-                (f" · {h.message.role} · {clock(h.message.created_at)}", "dim"),
-                "\n  ", " ".join(sanitize(h.snippet).split())[:120],
-            ))
+            Option(
+                Content.assemble(
+                    (sanitize(h.conversation_title)[:40] or "(untitled)", "bold"),
+                    (f" · {h.message.role} · {clock(h.message.created_at)}", "dim"),
+                    "\n  ",
+                    " ".join(sanitize(h.snippet).split())[:120],
+                )
+            )
             for h in hits
         ]
         results = self.query_one(OptionList)

@@ -30,7 +30,10 @@ class Composer(TextArea):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(
-            soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs  # type: ignore[arg-type]
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            **kwargs,  # type: ignore[arg-type]
         )
         self.placeholder = "Message… (Enter sends, Ctrl+J new line)"
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from textual.content import Content
 from textual.widgets import OptionList
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from ...sanitize import sanitize
 from ...store import Conversation
@@ -13,7 +15,9 @@ from ..formatting import clock
 
 class ConversationList(OptionList):
     DEFAULT_CSS = """
-    ConversationList { width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2; }
+    ConversationList {
+        width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2;
+    }
     """
 
     def show(self, conversations: list[Conversation], current: int | None) -> None:
@@ -29,7 +33,6 @@ class ConversationList(OptionList):
         ]
         self.set_options(options)
         if current is not None:
-            try:
+            # The open conversation may be new and not listed yet.
+            with contextlib.suppress(OptionDoesNotExist):
                 self.highlighted = self.get_option_index(str(current))
-            except Exception:  # the open conversation may be new and not listed yet
-                pass

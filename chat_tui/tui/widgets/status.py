@@ -49,7 +49,11 @@ class StatusLine(Static):
         state = self.reach.state if self.reach else "unknown"
         label, style = STATE_LABELS[state]
         parts: list[str | tuple[str, str]] = [
-            (label, style), "  ", sanitize(self.endpoint), " · ", sanitize(self.model)
+            (label, style),
+            "  ",
+            sanitize(self.endpoint),
+            " · ",
+            sanitize(self.model),
         ]
         if self.queued:
             parts += ["  ", (f"◷ {self.queued} queued", "bold $warning")]
@@ -62,7 +66,9 @@ class OfflineBanner(Static):
     """Says why nothing is being sent, when the next check is, and how to retry now."""
 
     DEFAULT_CSS = """
-    OfflineBanner { height: auto; padding: 0 1; background: $error 30%; color: $text; display: none; }
+    OfflineBanner {
+        height: auto; padding: 0 1; background: $error 30%; color: $text; display: none;
+    }
     OfflineBanner.-captive { background: $warning 30%; }
     OfflineBanner.-visible { display: block; }
     """
@@ -92,11 +98,15 @@ class OfflineBanner(Static):
             "captive": "A network login page is in the way (captive portal)",
             "auth_error": "The endpoint refused the API key; delivery is paused",
         }[reach.state]
-        check = "checking now…" if reach.next_probe_at is None else (
-            f"next check {until(reach.next_probe_at)}"
+        check = (
+            "checking now…"
+            if reach.next_probe_at is None
+            else (f"next check {until(reach.next_probe_at)}")
         )
         queue = f" · {self.queued} queued, kept safe" if self.queued else ""
         detail = f" ({sanitize(reach.detail)[:120]})" if reach.detail else ""
-        self.update(Content.assemble(
-            ("⚠ " + why, "bold"), detail, "\n", f"{check} · Ctrl+R retries now{queue}"
-        ))
+        self.update(
+            Content.assemble(
+                ("⚠ " + why, "bold"), detail, "\n", f"{check} · Ctrl+R retries now{queue}"
+            )
+        )
