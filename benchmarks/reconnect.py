@@ -1,0 +1,136 @@
+"""Endpoint comes back → first queued reply stored (target: median ≤ 2 s).
+
+Five messages wait in three conversations while the endpoint is down (a
+loopback port nobody listens on, so connections are refused at once). The
+real engine runs with default settings (probe schedule 1 s → 15 s cap) and
+sees the outage for ``OUTAGE`` seconds. Then the fault server starts on that
+very port, and we time from its ``start()`` to the first ``ReplyStored``
+event (and to the last of the five). Median over several runs.
+
+How long the outage lasted matters: offline probes back off (about 0.5–1 s,
+1–2 s, 2–4 s, 4–8 s, then 7.5–15 s apart), so the wait after a long outage is
+up to 15 s. A short outage (a blip) is the main figure; one long outage is
+measured too, next to what the schedule predicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from ._common import (
+    Result,
+    add_conversation,
+    bulk_writer,
+    create_schema,
+    log,
+    main,
+    make_settings,
+    median,
+    temp_dir,
+)
+
+TARGET_S = 2.0
+OUTAGE = 3.0  # seconds the engine sees the endpoint down, short outage
+LONG_OUTAGE = 20.0
+
+
+async def _outage_then_back(settings, server, outage: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    from chat_tui.engine import Engine
+    from chat_tui.outbox import ReplyStored
+
+    stored: list[float] = []
+
+    def listener(event: object) -> None:
+        if isinstance(event, ReplyStored):
+            stored.append(time.perf_counter())
+
+    engine = await Engine.open(settings, listener=listener)
+    try:
+        engine.start_watching()
+        engine.start_delivery()
+        await asyncio.sleep(outage)
+        if stored or engine.reachability.state != "offline":
+            raise RuntimeError(f"expected offline, got {engine.reachability.state}")
+        back = time.perf_counter()
+        server.start()  # same port: the endpoint is back
+        deadline = back + 60
+        while len(stored) < 5 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+    finally:
+        await engine.close()
+        server.stop()
+    if not stored:
+        return float("inf"), float("inf")
+    return stored[0] - back, stored[-1] - back
+
+
+def _once(outage: float) -> tuple[float, float]:
+    from tests.fault_server import FaultServer
+
+    server = FaultServer().start()
+    server.stop()  # keep the port; nothing listens until start() again
+    with temp_dir("reconnect") as tmp:
+        settings = make_settings(tmp, server.base_url)
+        create_schema(settings.db_path)
+        rng = random.Random(11)
+        with bulk_writer(settings.db_path) as db:
+            for queued in (2, 2, 1):
+                add_conversation(db, rng, delivered_pairs=3, queued=queued)
+        return asyncio.run(_outage_then_back(settings, server, outage))
+
+
+def _default_probe_cap() -> float:
+    from chat_tui.config import Settings
+
+    return float(Settings.__dataclass_fields__["probe_cap"].default)
+
+
+def _expected_wait_after_long_outage(cap: float) -> float:
+    """Mean wait for the next probe once the schedule is at its cap.
+
+    Gaps are then g ~ U(cap/2, cap) (``ProbeSchedule``'s equal jitter). The
+    server comes back at a uniformly random moment, so it lands in a gap with
+    probability proportional to the gap's length: E[wait] = E[g²] / (2 E[g]).
+    """
+    lo, hi = cap / 2, cap
+    mean_g = (lo + hi) / 2
+    mean_g2 = (hi**3 - lo**3) / (3 * (hi - lo))
+    return mean_g2 / (2 * mean_g)
+
+
+def run(quick: bool) -> list[Result]:
+    runs = 3 if quick else 5
+    log(f"reconnect: 5 messages queued in 3 conversations, default probe schedule; "
+        f"{runs} runs after a {OUTAGE:.0f} s outage"
+        + ("" if quick else f", 1 run after a {LONG_OUTAGE:.0f} s outage"))
+    first, last = [], []
+    for _ in range(runs):
+        f, la = _once(OUTAGE)
+        first.append(f)
+        last.append(la)
+    log("  first reply after " + ", ".join(f"{v:.2f}" for v in first) + " s; all five after "
+        + ", ".join(f"{v:.2f}" for v in last) + " s")
+    results = [
+        Result(f"server back → first reply, {OUTAGE:.0f} s outage (median of {runs})",
+               median(first), "s", f"≤ {TARGET_S:.0f} s", median(first) <= TARGET_S),
+        Result("  server back → all 5 replies (median)", median(last), "s", "", None),
+    ]
+    cap = _default_probe_cap()
+    expected = _expected_wait_after_long_outage(cap)
+    if not quick:
+        f, la = _once(LONG_OUTAGE)
+        log(f"  after a {LONG_OUTAGE:.0f} s outage: first reply after {f:.2f} s "
+            f"(the probe schedule predicts {expected:.1f} s on average, {cap:.0f} s at worst)")
+        # One sample of a jittered schedule: shown, not judged (the prediction below is
+        # the figure to compare with the target).
+        results.append(Result(f"  server back → first reply, {LONG_OUTAGE:.0f} s outage (1 run)",
+                              f, "s", "", None))
+    results.append(Result("predicted mean wait after a long outage (schedule at its cap)",
+                          expected, "s", f"≤ {TARGET_S:.0f} s", expected <= TARGET_S))
+    return results
+
+
+if __name__ == "__main__":
+    main("reconnect", run)

@@ -1,0 +1,164 @@
+"""Process start → first frame of the TUI, headless (target: median ≤ 350 ms).
+
+Each run starts a fresh interpreter (``python -m benchmarks._first_frame``)
+that takes the same path as ``chat-tui``: ``chat_tui.cli`` → settings →
+``chat_tui.tui.app.ChatApp`` → ``run(headless=True)``. The child reports the
+wall-clock time of its first painted frame; the figure is that time minus the
+moment just before the parent's ``Popen``. So it includes interpreter start,
+imports, stylesheet parsing, compose, ``on_mount`` (database open and
+migration, the first page of the newest conversation) and the first compositor
+frame.
+
+The endpoint is a loopback port nobody listens on, so the app opens offline,
+as the design promises. One discarded warm-up run first fills the page cache
+and writes ``.pyc`` files, so the figure is a warm start (what a user sees
+from the second launch on). ``python -X importtime`` on the same path shows
+where import time goes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from ._common import (
+    PYTHON,
+    REPO_ROOT,
+    Result,
+    add_conversation,
+    bulk_writer,
+    create_schema,
+    dead_url,
+    log,
+    main,
+    median,
+    subprocess_env,
+    temp_dir,
+)
+
+TARGET_MS = 350.0
+CHILD = [PYTHON, "-m", "benchmarks._first_frame"]
+TERMINAL = {"COLUMNS": "120", "LINES": "40"}  # the headless driver reads these
+
+
+def _launch(
+    tmp: Path, *, python_flags: tuple[str, ...] = (), pycache: Path | None = None
+) -> tuple[dict[str, float], str]:
+    env = subprocess_env(tmp, dead_url()) | TERMINAL
+    if pycache is not None:
+        # Installed users have bytecode; this environment sets
+        # PYTHONDONTWRITEBYTECODE. Cache it under our own temp dir instead of
+        # writing __pycache__ into the source tree.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    cmd = [CHILD[0], *python_flags, *CHILD[1:]]
+    launched = time.time()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    marks = {"launch": launched}
+    for line in proc.stdout.splitlines():
+        m = re.fullmatch(r"T (\w+) ([0-9.]+)", line.strip())
+        if m:
+            marks[m.group(1)] = float(m.group(2))
+    if "frame" not in marks:
+        raise RuntimeError(
+            f"no first frame (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
+            f"{proc.stderr[-2000:]}"
+        )
+    return marks, proc.stderr
+
+
+def _runs(n: int, *, existing_db: bool, pycache: Path | None) -> list[dict[str, float]]:
+    out = []
+    for _ in range(n):
+        with temp_dir("startup") as tmp:
+            if existing_db:
+                db_path = tmp / "data" / "chat.db"
+                create_schema(db_path)
+                import random
+
+                rng = random.Random(7)
+                with bulk_writer(db_path) as db:
+                    for _c in range(20):
+                        add_conversation(db, rng, delivered_pairs=60)
+            marks, _ = _launch(tmp, pycache=pycache)
+            out.append(marks)
+    return out
+
+
+def _phases(marks: dict[str, float]) -> dict[str, float]:
+    return {
+        "interpreter": (marks["interpreter"] - marks["launch"]) * 1000,
+        "imports": (marks["imported"] - marks["interpreter"]) * 1000,
+        "app to frame": (marks["frame"] - marks["imported"]) * 1000,
+        "total": (marks["frame"] - marks["launch"]) * 1000,
+    }
+
+
+def _import_report(pycache: Path, top: int = 10) -> None:
+    with temp_dir("importtime") as tmp:
+        _, stderr = _launch(tmp, python_flags=("-X", "importtime"), pycache=pycache)
+    rows = []
+    for line in stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
+        if m:
+            rows.append((int(m.group(2)), int(m.group(1)), len(m.group(3)) // 2, m.group(4)))
+    rows.sort(reverse=True)
+    total_top = sum(c for c, _s, depth, _n in rows if depth == 0)
+    log(f"\npython -X importtime on the start path (top {top} by cumulative time; "
+        f"all top-level imports together: {total_top / 1000:.0f} ms, inflated by the "
+        "tracing itself):")
+    log(f"  {'cumulative':>10}  {'self':>7}  module")
+    for cumulative, self_us, depth, name in rows[:top]:
+        log(f"  {cumulative / 1000:>8.1f}ms  {self_us / 1000:>5.1f}ms  {'  ' * depth}{name}")
+    heavy = [(s, n) for _c, s, _d, n in rows]
+    heavy.sort(reverse=True)
+    log("  heaviest by self time: " + ", ".join(f"{n} {s / 1000:.1f}ms" for s, n in heavy[:8]))
+
+
+def run(quick: bool) -> list[Result]:
+    n = 3 if quick else 7
+    log(f"startup: {n} runs each (+1 warm-up), fresh interpreter per run, "
+        f"{os.cpu_count()} CPUs")
+    with temp_dir("pycache") as pycache:
+        with temp_dir("warmup") as tmp:
+            _launch(tmp, pycache=pycache)  # fills the page cache and bytecode; not counted
+        fresh = [_phases(m) for m in _runs(n, existing_db=False, pycache=pycache)]
+        existing = [_phases(m) for m in _runs(n, existing_db=True, pycache=pycache)]
+        _import_report(pycache)
+    no_bytecode: list[dict[str, float]] = []
+    if "PYTHONDONTWRITEBYTECODE" in os.environ:
+        no_bytecode = [_phases(m) for m in _runs(n, existing_db=False, pycache=None)]
+    for label, runs in (("fresh data dir", fresh), ("existing db, 20 conversations", existing),
+                        ("fresh data dir, no bytecode cache (as this env runs)", no_bytecode)):
+        if not runs:
+            continue
+        log(f"  {label}: " + ", ".join(f"{r['total']:.0f}" for r in runs)
+            + f" ms (min {min(r['total'] for r in runs):.0f})")
+        log("    median phases: " + ", ".join(
+            f"{k} {median([r[k] for r in runs]):.0f} ms" for k in runs[0]
+        ))
+
+    fresh_ms = median([r["total"] for r in fresh])
+    existing_ms = median([r["total"] for r in existing])
+    imports_ms = median([r["imports"] for r in fresh])
+    app_ms = median([r["app to frame"] for r in fresh])
+    results = [
+        Result(f"first frame, fresh data dir (median of {n})", fresh_ms, "ms",
+               f"≤ {TARGET_MS:.0f} ms", fresh_ms <= TARGET_MS),
+        Result(f"first frame, existing db (median of {n})", existing_ms, "ms",
+               f"≤ {TARGET_MS:.0f} ms", existing_ms <= TARGET_MS),
+        Result("  of which imports (median)", imports_ms, "ms", "", None),
+        Result("  of which app start to frame (median)", app_ms, "ms", "", None),
+    ]
+    if no_bytecode:
+        results.append(Result("first frame, PYTHONDONTWRITEBYTECODE=1 (median)",
+                              median([r["total"] for r in no_bytecode]), "ms", "", None))
+    return results
+
+
+if __name__ == "__main__":
+    main("startup", run)
