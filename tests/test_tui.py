@@ -125,7 +125,7 @@ async def test_failed_message_shows_reason_and_blocks(server: FaultServer, tmp_p
     async with app.run_test(size=(110, 30)) as pilot:
         await pilot.press(*"too long", "enter")
         await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")
-        header = str(views(app)[0].query_one(".header").render())
+        header = views(app)[0].header_text
         assert "failed" in header and "context too long" in header
 
 
@@ -148,12 +148,16 @@ async def test_only_newest_page_is_mounted_and_older_pages_load(
         assert views(app)[-1].message.content == "answer 149"
         app.chat.scroll_home(animate=False)
         await wait_until(pilot, lambda: len(views(app)) == 2 * PAGE_SIZE)
-        assert views(app)[0].message.content == "question 50"
-        app.chat.scroll_end(animate=False)
-        await pilot.pause()
-        app.chat.scroll_home(animate=False)
-        await wait_until(pilot, lambda: len(views(app)) == 300)
+        # 300 messages, 40 a page: the second page starts 80 messages from the end.
+        assert views(app)[0].message.content == f"question {150 - PAGE_SIZE}"
+        while len(views(app)) < 300:  # keep scrolling up: every page comes in, in order
+            shown = len(views(app))
+            app.chat.scroll_end(animate=False)
+            await pilot.pause()
+            app.chat.scroll_home(animate=False)
+            await wait_until(pilot, lambda shown=shown: len(views(app)) > shown)
         assert views(app)[0].message.content == "question 0"
+        assert [v.message.seq for v in views(app)] == sorted(v.message.seq for v in views(app))
 
 
 async def test_draft_survives_restart(server: FaultServer, tmp_path: Path) -> None:

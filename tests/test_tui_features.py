@@ -117,7 +117,7 @@ async def test_offline_answer_is_labelled_and_never_sent(
         await wait_until(pilot, lambda: any(v.message.role == "notice" for v in views(app)))
         notice = next(v for v in views(app) if v.message.role == "notice")
         assert notice.message.content == "Paris."
-        header = str(notice.query_one(".header").render())
+        header = notice.header_text
         assert "Offline answer" in header and "Geography" in header
         question = next(v for v in views(app) if v.message.content.startswith("what's"))
         assert question.message.state == "queued"  # still waits for a fresh reply

@@ -91,7 +91,10 @@ class ChatApp(App[int]):
                 yield ChatView(id="chat")
                 yield Composer(id="composer")
         yield StatusLine(
-            self.settings.base_url, self.settings.model, tls_off=not self.settings.verify_tls
+            self.settings.base_url,
+            self.settings.model,
+            tls_off=not self.settings.verify_tls,
+            id="status-line",  # a cheap liveness probe in _widgets_alive
         )
         yield Footer()
 
@@ -359,7 +362,11 @@ class ChatApp(App[int]):
     def _widgets_alive(self) -> bool:
         """False while the app shuts down: its widgets go before on_unmount runs,
         and a timer or a late message may still fire in between."""
-        return self.is_running and bool(self.query(StatusLine))
+        # A cached id lookup: this runs on every engine event, and a full
+        # query over hundreds of widgets made the UI crawl while flushing.
+        return self.is_running and self.screen_stack and (
+            self.query_one_optional("#status-line") is not None
+        )
 
     async def _check_external_changes(self) -> None:
         """Show what other processes (sync, another TUI, `send`) wrote, within a second."""

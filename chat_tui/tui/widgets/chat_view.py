@@ -13,77 +13,87 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual import on
+from typing import TYPE_CHECKING
+
+from rich.console import Group
+from rich.markdown import Markdown as RichMarkdown
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message as TextualMessage
-from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from textual.widgets import Markdown
+    from textual.widgets.markdown import MarkdownStream
 
 from ...sanitize import sanitize
 from ...store import Message
 from ..formatting import clock, message_status
 
-PAGE_SIZE = 100
+PAGE_SIZE = 40  # about 300 ms to mount on this 2-core machine; older pages load on scroll
 
 
-class MessageView(Vertical):
-    """One message: a header line (who, when, state) and its body."""
+class MessageView(Static):
+    """One message as one widget: a header line (who, when, state) and its body.
+
+    Stored messages render through Rich (a ``Text``, or Rich's Markdown for
+    replies) inside a single ``Static``: Textual's ``Markdown`` widget mounts
+    about a dozen widgets per reply, which made opening a conversation take
+    seconds. It is kept only for the reply that is streaming in.
+    """
 
     DEFAULT_CSS = """
     MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
-    MessageView > .header { height: auto; color: $text-muted; }
-    MessageView > .body { height: auto; }
     MessageView.user { border-left: outer $primary; }
     MessageView.assistant { border-left: outer $success; }
     MessageView.notice { border: round $warning; }
     MessageView.failed, MessageView.expired { border-left: outer $error; }
-    MessageView.queued > .header, MessageView.sending > .header { color: $warning; }
-    MessageView.failed > .header { color: $error; }
-    MessageView.streaming > .header { color: $accent; }
     MessageView.found { background: $accent 15%; }
-    MessageView > Markdown { margin: 0; padding: 0; }
     """
 
+    HEADER_STYLES = {"queued": "yellow", "sending": "yellow", "failed": "red", "expired": "red"}
+
     def __init__(self, message: Message) -> None:
-        super().__init__(classes=f"{message.role} {message.state}")
+        super().__init__(classes=f"{message.role} {message.state}", markup=False)
         self.message = message
+        self.update(self._renderable())
 
-    def compose(self) -> ComposeResult:
-        yield Static(self._header(), classes="header", markup=False)
-        yield self._body()
+    @property
+    def header_text(self) -> str:
+        return self._header()
 
-    def _body(self) -> Static | Markdown:
+    def _renderable(self) -> Group:
+        m = self.message
+        style = "yellow" if m.role == "notice" else self.HEADER_STYLES.get(m.state, "dim")
+        return Group(Text(self._header(), style=style), self._body())
+
+    def _body(self) -> Text | RichMarkdown:
         text = sanitize(self.message.content)
         # Offline answers quote an earlier reply, so they render like one.
         if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
-            return Markdown(text, classes="body", open_links=False)
-        return Static(Content(text), classes="body", markup=False)
+            # Rich's Markdown, not Rich markup: "[bold]" stays literal. Links
+            # show their target beside the text and are never opened.
+            return RichMarkdown(text, hyperlinks=False)
+        return Text(text)
 
-    def _header(self) -> Content:
+    def _header(self) -> str:
         m = self.message
         when = clock(m.created_at)
         if m.role == "user":
             hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
-            return Content(f"You · {when} · {sanitize(message_status(m))}{hint}")
+            return f"You · {when} · {sanitize(message_status(m))}{hint}"
         if m.role == "assistant":
             model = m.meta.get("model")
-            return Content(f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else ""))
-        return Content(sanitize(str(m.meta.get("label") or f"Note · {when}")))
+            return f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else "")
+        return sanitize(str(m.meta.get("label") or f"Note · {when}"))
 
     def update_message(self, message: Message) -> None:
         """Show a new state (and new text, if it was edited) without remounting."""
-        old = self.message
         self.message = message
         self.set_classes(f"{message.role} {message.state}")
-        self.query_one(".header", Static).update(self._header())
-        if message.content != old.content:
-            body = self.query_one(".body")
-            if isinstance(body, Markdown):
-                body.update(sanitize(message.content))
-            elif isinstance(body, Static):
-                body.update(Content(sanitize(message.content)))
+        self.update(self._renderable())
 
 
 class StreamingReply(Vertical):
@@ -97,6 +107,8 @@ class StreamingReply(Vertical):
 
     def __init__(self, question: Message) -> None:
         super().__init__()
+        from textual.widgets import Markdown  # only a streaming reply pays for this import
+
         self.question = question
         self.markdown = Markdown("", open_links=False)
         self._stream: MarkdownStream | None = None
@@ -108,7 +120,7 @@ class StreamingReply(Vertical):
 
     async def write(self, text: str) -> None:
         if self._stream is None:
-            self._stream = Markdown.get_stream(self.markdown)
+            self._stream = self.markdown.get_stream(self.markdown)
         self.received += len(text)
         await self._stream.write(text)
 
@@ -143,6 +155,7 @@ class ChatView(VerticalScroll, can_focus=True):
         self._streams: dict[int, StreamingReply] = {}  # question id → live reply
         self.has_older = False
         self._loading_older = False
+        self._placeholder: Static | None = None  # "No messages yet", while there are none
 
     # -- whole-conversation loads ---------------------------------------------------------
 
@@ -155,10 +168,12 @@ class ChatView(VerticalScroll, can_focus=True):
         self._views.clear()
         await self.remove_children()
         self.has_older = has_older
+        self._placeholder = None
         if not messages:
-            await self.mount(
-                Static(Content("No messages yet. Type below and press Enter."), classes="empty")
+            self._placeholder = Static(
+                Content("No messages yet. Type below and press Enter."), classes="empty"
             )
+            await self.mount(self._placeholder)
             return
         views = [MessageView(m) for m in messages]
         for view in views:
@@ -209,8 +224,9 @@ class ChatView(VerticalScroll, can_focus=True):
         oldest = self.oldest_seq
         if oldest is not None and message.seq < oldest:
             return  # belongs to a page not loaded; it will load with that page
-        for empty in self.query(".empty"):
-            await empty.remove()
+        if self._placeholder is not None:
+            placeholder, self._placeholder = self._placeholder, None
+            await placeholder.remove()
         view = MessageView(message)
         self._views[message.id] = view
         # Keep seq order: mount before the first view with a larger seq.
@@ -222,7 +238,20 @@ class ChatView(VerticalScroll, can_focus=True):
         else:
             await self.mount(view, before=before)
         if before is None:
+            await self._trim_oldest()
             self.scroll_end(animate=False)
+
+    async def _trim_oldest(self) -> None:
+        """Keep a long flush from growing the view without bound: past three pages,
+        the oldest views go (they page back in from the database on scroll-up)."""
+        excess = len(self._views) - 3 * PAGE_SIZE
+        if excess <= 0 or not self.is_vertical_scroll_end:
+            return  # the user is reading older messages: leave the view alone
+        oldest = sorted(self._views.values(), key=lambda v: v.message.seq)[:excess]
+        for view in oldest:
+            del self._views[view.message.id]
+        self.has_older = True
+        await self.remove_children(oldest)
 
     async def stream_started(self, question: Message) -> None:
         if question.conversation_id != self.conversation_id or question.id in self._streams:
@@ -261,8 +290,7 @@ class ChatView(VerticalScroll, can_focus=True):
     def shown_ids(self) -> list[int]:
         return [v.message.id for v in self.query(MessageView)]
 
-    @on(Markdown.LinkClicked)
-    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+    def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
         # Links in replies are untrusted: never open them; show where they go.
         event.stop()
         self.notify(f"Link: {sanitize(event.href)}", title="Not opened", timeout=8, markup=False)

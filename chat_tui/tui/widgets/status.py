@@ -29,8 +29,10 @@ class StatusLine(Static):
     queued: reactive[int] = reactive(0)
     reach: reactive[ReachabilityState | None] = reactive(None)
 
-    def __init__(self, endpoint: str, model: str, *, tls_off: bool = False) -> None:
-        super().__init__(markup=False)
+    def __init__(
+        self, endpoint: str, model: str, *, tls_off: bool = False, id: str | None = None
+    ) -> None:
+        super().__init__(markup=False, id=id)
         self.endpoint = endpoint
         self.model = model
         self.tls_off = tls_off  # verify_tls = false: marked for as long as the app runs
