@@ -18,7 +18,6 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backoff import retry_delay
@@ -31,6 +30,15 @@ from .endpoint import (
     TransientError,
     UnreachableError,
 )
+from .events import (  # re-exported: the engine's events live in a light module
+    Listener,
+    MessageChanged,
+    OutboxEvent,
+    ReplyAborted,
+    ReplyDelta,
+    ReplyStarted,
+    ReplyStored,
+)
 from .reachability import Reachability
 from .store import Claim, Message, Store, StoreError
 
@@ -38,45 +46,6 @@ log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP = 30.0  # seconds between max_age sweeps
 IDLE_RECHECK = 1.0  # how often an idle sender looks for work written by other processes
-
-
-# -- events the engine reports --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MessageChanged:
-    """A message's state (or attempts, error) changed."""
-
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyStarted:
-    question: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyDelta:
-    question: Message
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyStored:
-    question: Message
-    reply: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyAborted:
-    """The stream failed; whatever was shown of it is not the reply."""
-
-    question: Message
-    error: DeliveryError
-
-
-OutboxEvent = MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAborted
-Listener = Callable[[OutboxEvent], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,33 +15,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .backoff import ProbeSchedule
 from .endpoint import Endpoint, ProbeResult
+from .events import ReachabilityState
 
 log = logging.getLogger(__name__)
 
 STATES = ("unknown", "online", "offline", "captive", "auth_error")
 ONLINE_RECHECK = 30.0  # seconds between probes while all is well
-
-
-@dataclass(frozen=True, slots=True)
-class ReachabilityState:
-    state: str
-    detail: str
-    since: float  # wall clock
-    next_probe_at: float | None  # wall clock, None while a probe runs
-
-    def describe(self) -> str:
-        """One line for a person: what is wrong, in plain words."""
-        return {
-            "unknown": "checking the endpoint…",
-            "online": "online",
-            "offline": f"offline — no connection ({self.detail})",
-            "captive": f"a network login page is in the way ({self.detail})",
-            "auth_error": f"the endpoint refused the API key ({self.detail})",
-        }[self.state]
 
 
 class Reachability:

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -26,17 +27,19 @@ from textual.timer import Timer
 from textual.widgets import Footer, OptionList
 
 from ..config import Settings
-from ..engine import Engine
-from ..outbox import (
+from ..events import (
     MessageChanged,
     OutboxEvent,
+    ReachabilityState,
     ReplyAborted,
     ReplyDelta,
     ReplyStarted,
     ReplyStored,
 )
-from ..reachability import ReachabilityState
 from ..store import Conversation, Message, StoreError
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
 from .screens.dialogs import Confirm, EditMessage, TextPrompt
 from .screens.queue import QueueScreen
@@ -122,9 +125,16 @@ class ChatApp(App[int]):
                 timeout=15,
                 markup=False,
             )
+        # Paint first, then load: the engine pulls in httpx and the database,
+        # which the first frame does not need.
+        self.call_after_refresh(self._start_engine)
+
+    async def _start_engine(self) -> None:
         if self.engine is None:
+            from ..engine import Engine
+
             try:
-                self.engine = await Engine.open(
+                engine = await Engine.open(
                     self.settings,
                     listener=self._engine_listener,
                     on_reachability=self._reachability_listener,
@@ -132,6 +142,10 @@ class ChatApp(App[int]):
             except StoreError as exc:
                 self.exit(return_code=1, message=f"chat-tui: {exc}")
                 return
+            if not self.is_running:  # quit while it was opening
+                await engine.close()
+                return
+            self.engine = engine
         self.engine.start_watching()
         self.engine.start_delivery()
         try:
@@ -218,6 +232,10 @@ class ChatApp(App[int]):
             await self.chat.show_conversation(conversation.id, page, has_older=has_older)
         self.query_one(StatusLine).set_model(self._model_for(conversation))
         draft = await store.load_draft(conversation.id if conversation else None)
+        if not self._draft_loaded and self.composer.text:
+            # Typed in the moment before the database was open: keep every key,
+            # after the restored draft.
+            draft = draft + self.composer.text
         with self.composer.prevent(Composer.Changed):
             self.composer.text = draft
         self._draft_text = draft

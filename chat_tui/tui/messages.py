@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from ..outbox import OutboxEvent
-from ..reachability import ReachabilityState
+from ..events import OutboxEvent, ReachabilityState
 
 
 @dataclass

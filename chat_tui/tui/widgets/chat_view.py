@@ -12,11 +12,9 @@ sanitized first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from rich.console import Group
-from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -25,6 +23,7 @@ from textual.message import Message as TextualMessage
 from textual.widgets import Static
 
 if TYPE_CHECKING:
+    from rich.markdown import Markdown as RichMarkdown
     from textual.widgets import Markdown
     from textual.widgets.markdown import MarkdownStream
 
@@ -74,7 +73,10 @@ class MessageView(Static):
         # Offline answers quote an earlier reply, so they render like one.
         if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
             # Rich's Markdown, not Rich markup: "[bold]" stays literal. Links
-            # show their target beside the text and are never opened.
+            # show their target beside the text and are never opened. Imported
+            # here: the first frame of an empty window does not need it.
+            from rich.markdown import Markdown as RichMarkdown
+
             return RichMarkdown(text, hyperlinks=False)
         return Text(text)
 

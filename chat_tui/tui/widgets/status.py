@@ -6,7 +6,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from ...reachability import ReachabilityState
+from ...events import ReachabilityState
 from ...sanitize import sanitize
 from ..formatting import until
 
