@@ -19,6 +19,7 @@ not store it unless ``chat()`` returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -177,6 +178,24 @@ class Endpoint:
         """Servers may echo the Authorization header in errors; the key must not be kept."""
         key = self.settings.api_key
         return text.replace(key, "[redacted]") if key and key in text else text
+
+    async def can_connect(self, timeout: float = 1.0) -> bool:
+        """Does anything accept a TCP connection at the endpoint's host and port?
+
+        Far cheaper than an HTTP probe (no request, no TLS), so it can run every
+        second while offline and spot the endpoint's return quickly.
+        """
+        url = httpx.URL(self.settings.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(url.host, port)
+        except (OSError, TimeoutError, ValueError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def probe(self, timeout: float = 5.0) -> ProbeResult:
         """``GET /models``: is the API itself answering?"""

@@ -4,7 +4,9 @@ States: ``unknown`` (starting), ``online``, ``offline``, ``captive`` (something
 answered, but not the API), ``auth_error`` (401/403). Delivery runs only while
 ``online``. While not online the watcher probes ``GET /models`` on a jittered
 schedule from about 1 s up to ``probe_cap`` (15 s); a submit or the user's
-"retry now" probes at once. A network error during a delivery makes the state
+"retry now" probes at once. While ``offline`` it also tries a bare TCP connect
+each second between those probes, and probes at once when one succeeds, so a
+returning endpoint is noticed within about a second even after a long outage. A network error during a delivery makes the state
 ``offline`` immediately, without waiting for the next probe.
 """
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STATES = ("unknown", "online", "offline", "captive", "auth_error")
 ONLINE_RECHECK = 30.0  # seconds between probes while all is well
+TCP_CHECK_INTERVAL = 1.0  # while offline: a bare connect this often between HTTP probes
 
 
 class Reachability:
@@ -97,9 +100,17 @@ class Reachability:
         while True:
             delay = self._probe_at - time.monotonic()
             if delay > 0:
+                offline = self.state == "offline"
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await asyncio.wait_for(
+                        self._wake.wait(), min(delay, TCP_CHECK_INTERVAL) if offline else delay
+                    )
+                if offline and not self._wake.is_set() and self._probe_at > time.monotonic():
+                    # Between the backed-off HTTP probes, a bare connect each second:
+                    # when something listens again, ask the API at once.
+                    if await self._endpoint.can_connect(timeout=TCP_CHECK_INTERVAL):
+                        self._probe_at = 0.0
                 continue
             self._probing = True
             self._publish()

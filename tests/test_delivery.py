@@ -458,3 +458,31 @@ async def test_duplicate_submit_is_not_queued_twice(
         assert again.duplicate is True and again.message.id == r.message.id
         msgs: list[Message] = await engine.store.all_messages(r.message.conversation_id)
         assert len(msgs) == 1
+
+
+async def test_endpoint_return_is_noticed_quickly_even_after_a_long_outage(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    """With the default 15 s probe cap, HTTP probes alone could miss the return for
+    up to 15 s; the bare connect each second must notice it within about a second."""
+    from chat_tui.engine import Engine
+    from tests.conftest import make_settings
+
+    settings = make_settings(fault_server.base_url, tmp_path, probe_cap=15.0)
+    fault_server.stop()
+    engine = await Engine.open(settings)
+    async with engine:
+        engine.start_watching()
+        engine.start_delivery()
+        result = await engine.outbox.submit(None, "are you back?")
+        while engine.reachability.state != "offline":
+            await asyncio.sleep(0.05)
+        for _ in range(6):  # as after a long outage: the next HTTP probe is 7.5–15 s away
+            engine.reachability._schedule.next_delay()
+        engine.reachability.report_unreachable("still down")
+        await asyncio.sleep(1.5)
+        fault_server.start()
+        back = time.monotonic()
+        while (await engine.store.get_message(result.message.id)).state != "delivered":
+            assert time.monotonic() - back < 2.5, "the endpoint's return went unnoticed"
+            await asyncio.sleep(0.05)
