@@ -54,7 +54,6 @@ OutboxEvent = MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAb
 Listener = Callable[[OutboxEvent], None]
 
 
-
 # -- reachability -----------------------------------------------------------------------------
 
 

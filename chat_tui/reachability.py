@@ -6,8 +6,9 @@ answered, but not the API), ``auth_error`` (401/403). Delivery runs only while
 schedule from about 1 s up to ``probe_cap`` (15 s); a submit or the user's
 "retry now" probes at once. While ``offline`` it also tries a bare TCP connect
 each second between those probes, and probes at once when one succeeds, so a
-returning endpoint is noticed within about a second even after a long outage. A network error during a delivery makes the state
-``offline`` immediately, without waiting for the next probe.
+returning endpoint is noticed within about a second even after a long outage.
+A network error during a delivery makes the state ``offline`` immediately,
+without waiting for the next probe.
 """
 
 from __future__ import annotations
@@ -106,11 +107,15 @@ class Reachability:
                     await asyncio.wait_for(
                         self._wake.wait(), min(delay, TCP_CHECK_INTERVAL) if offline else delay
                     )
-                if offline and not self._wake.is_set() and self._probe_at > time.monotonic():
-                    # Between the backed-off HTTP probes, a bare connect each second:
-                    # when something listens again, ask the API at once.
-                    if await self._endpoint.can_connect(timeout=TCP_CHECK_INTERVAL):
-                        self._probe_at = 0.0
+                # Between the backed-off HTTP probes, a bare connect each second:
+                # when something listens again, ask the API at once.
+                if (
+                    offline
+                    and not self._wake.is_set()
+                    and self._probe_at > time.monotonic()
+                    and await self._endpoint.can_connect(timeout=TCP_CHECK_INTERVAL)
+                ):
+                    self._probe_at = 0.0
                 continue
             self._probing = True
             self._publish()

@@ -382,8 +382,10 @@ class ChatApp(App[int]):
         and a timer or a late message may still fire in between."""
         # A cached id lookup: this runs on every engine event, and a full
         # query over hundreds of widgets made the UI crawl while flushing.
-        return self.is_running and self.screen_stack and (
-            self.query_one_optional("#status-line") is not None
+        return (
+            self.is_running
+            and self.screen_stack
+            and (self.query_one_optional("#status-line") is not None)
         )
 
     async def _check_external_changes(self) -> None:
