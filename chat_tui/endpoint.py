@@ -356,13 +356,15 @@ class Endpoint:
                         await result
 
         guard = _GuardedStream(response, deadline, 8 * limit + 64 * 1024)
+        events = EventSource(guard).aiter_sse()  # type: ignore[arg-type]
         try:
-            async for event in EventSource(guard).aiter_sse():  # type: ignore[arg-type]
+            async for event in events:
                 guard.pending = 0
                 data = event.data.strip()
                 if not data:
                     continue
                 if data == "[DONE]":
+                    await _drain(events)
                     break
                 try:
                     chunk = json.loads(data, strict=False)
@@ -430,6 +432,16 @@ class _GuardedStream:
             if time.monotonic() > self.deadline:
                 raise _StreamDeadline
             yield text
+
+
+async def _drain(events: AsyncIterator[object], *, most: int = 16, seconds: float = 0.5) -> None:
+    """Read the little that follows ``[DONE]`` (the end of the chunked body), so the
+    connection goes back to the pool instead of being closed. A server that keeps
+    talking after ``[DONE]`` gets half a second; then the connection is dropped."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            for _ in range(most):
+                await anext(events)
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:

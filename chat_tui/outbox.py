@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -274,10 +275,17 @@ class Outbox:
             len(reply.text),
             question.attempts + 1,
         )
-        delivered = await self.store.get_message(question.id)
-        if delivered is not None:
-            self._emit(MessageChanged(delivered))
-            self._emit(ReplyStored(delivered, stored))
+        # What the database now holds, without reading it back.
+        delivered = dataclasses.replace(
+            question,
+            state="delivered",
+            error=None,
+            updated_at=stored.created_at,
+            attempts=0,
+            next_attempt_at=None,
+        )
+        self._emit(MessageChanged(delivered))
+        self._emit(ReplyStored(delivered, stored))
 
     async def _renew_lease(self, claim: Claim) -> None:
         """Keep the lease while a long reply streams, so nobody else takes it over."""

@@ -710,27 +710,30 @@ class Store:
         returned, so a message never gets two replies.
         """
         now = time.time()
+        payload = json.dumps(meta or {})
         async with self._write() as db:
-            held = await self._scalar(
-                "SELECT lease_owner FROM outbox o CROSS JOIN messages m ON m.id = o.message_id "
+            # One read (the lease and where the reply goes), four writes: this
+            # runs once per delivered message, so it stays short.
+            cur = await db.execute(
+                "SELECT o.lease_owner, m.conversation_id, m.seq "
+                "FROM outbox o CROSS JOIN messages m ON m.id = o.message_id "
                 "WHERE o.message_id = ? AND m.state = 'sending'",
                 (message_id,),
             )
-            if held != owner:
+            question = await cur.fetchone()
+            if question is None or question["lease_owner"] != owner:
                 return None
-            question = await self._fetch_message(db, message_id)
-            assert question is not None
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
                 "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, 'complete', ?, ?, ?, ?)",
                 (
-                    question.conversation_id,
-                    question.seq + REPLY_OFFSET,
+                    question["conversation_id"],
+                    question["seq"] + REPLY_OFFSET,
                     reply,
                     now,
                     now,
                     message_id,
-                    json.dumps(meta or {}),
+                    payload,
                 ),
             )
             reply_id = cur.lastrowid
@@ -742,10 +745,21 @@ class Store:
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
             await db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?",
-                (now, question.conversation_id),
+                (now, question["conversation_id"]),
             )
-            assert reply_id is not None
-            return await self._fetch_message(db, reply_id)
+        assert reply_id is not None
+        return Message(
+            id=reply_id,
+            conversation_id=question["conversation_id"],
+            seq=question["seq"] + REPLY_OFFSET,
+            role="assistant",
+            content=reply,
+            state="complete",
+            created_at=now,
+            updated_at=now,
+            reply_to=message_id,
+            meta=json.loads(payload),
+        )
 
     async def release(
         self,
@@ -935,13 +949,13 @@ class Store:
         async with self._read():
             return await self._scalar(
                 """
+                WITH blocked AS (  -- each conversation's first failed or expired message
+                    SELECT m.conversation_id, MIN(m.seq) AS seq
+                    FROM outbox o CROSS JOIN messages m ON m.id = o.message_id
+                    WHERE m.state IN ('failed', 'expired') GROUP BY m.conversation_id)
                 SELECT COUNT(*) FROM outbox o CROSS JOIN messages m ON m.id = o.message_id
-                WHERE m.state IN ('queued', 'sending')
-                  AND NOT EXISTS (
-                      SELECT 1 FROM messages p
-                      WHERE p.conversation_id = m.conversation_id AND p.role = 'user'
-                        AND p.state NOT IN ('delivered', 'cancelled')  -- the partial index
-                        AND p.state IN ('failed', 'expired') AND p.seq < m.seq)
+                LEFT JOIN blocked b ON b.conversation_id = m.conversation_id
+                WHERE m.state IN ('queued', 'sending') AND (b.seq IS NULL OR m.seq < b.seq)
                 """
             )
 

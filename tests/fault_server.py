@@ -443,6 +443,26 @@ class _HTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class _ChunkedWriter:
+    """Frames each write as one HTTP/1.1 chunk; ``finish`` writes the last one."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.raw.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.raw.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def finish(self) -> None:
+        self.raw.write(b"0\r\n\r\n")
+        self.raw.flush()
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Serves one connection; one ``_fault_<kind>`` method per fault kind.
 
@@ -711,15 +731,28 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             self._send_json(200, self._completion("".join(pieces)))
             return True
-        self._sse_open()
-        for piece in pieces:
+        # A correct stream is sent as real servers send it: chunked, on a
+        # connection that stays open for the next request. (Faults close theirs.)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        raw, self.wfile = self.wfile, _ChunkedWriter(self.wfile)
+        try:
+            for piece in pieces:
+                if not self._pause(delay):
+                    self.close_connection = True
+                    return False
+                self._sse_content(piece)
             if not self._pause(delay):
+                self.close_connection = True
                 return False
-            self._sse_content(piece)
-        if not self._pause(delay):
-            return False
-        self._sse_finish()
-        self._sse_done()
+            self._sse_finish()
+            self._sse_done()
+            self.wfile.finish()
+        finally:
+            self.wfile = raw
         return True
 
     def _reply_pieces(self, body: dict) -> list[str]:

@@ -492,3 +492,27 @@ async def test_sending_keeps_the_other_composers_drafts(tmp_path: Path) -> None:
         assert await store.load_draft(None) == ""
     finally:
         await store.close()
+
+
+async def test_waiting_count_ignores_messages_behind_a_failed_or_expired_one(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "chat.db")
+    try:
+        a1, _ = await store.enqueue(None, "a1")
+        await store.enqueue(a1.conversation_id, "a2")
+        b1, _ = await store.enqueue(None, "b1")
+        c1, _ = await store.enqueue(None, "c1", now=1.0)  # long ago
+        await store.enqueue(c1.conversation_id, "c2")
+        assert await store.waiting_count() == 5
+        claim = await store.claim_next("me", lease_seconds=30)
+        assert claim is not None and claim.message.id == a1.id
+        await store.fail(a1.id, "me", "HTTP 400: no")
+        assert await store.waiting_count() == 3  # a2 waits for the user; b1, c1, c2 do not
+        expired = await store.expire_old(3600)
+        assert [m.id for m in expired] == [c1.id]
+        assert await store.waiting_count() == 1  # only b1: c2 is behind the expired c1
+        await store.cancel(a1.id)
+        assert await store.waiting_count() == 2  # a2 is free again
+    finally:
+        await store.close()
