@@ -501,7 +501,7 @@ async def test_waiting_count_ignores_messages_behind_a_failed_or_expired_one(
     try:
         a1, _ = await store.enqueue(None, "a1")
         await store.enqueue(a1.conversation_id, "a2")
-        b1, _ = await store.enqueue(None, "b1")
+        await store.enqueue(None, "b1")
         c1, _ = await store.enqueue(None, "c1", now=1.0)  # long ago
         await store.enqueue(c1.conversation_id, "c2")
         assert await store.waiting_count() == 5
