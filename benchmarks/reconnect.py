@@ -81,25 +81,6 @@ def _once(outage: float) -> tuple[float, float]:
         return asyncio.run(_outage_then_back(settings, server, outage))
 
 
-def _default_probe_cap() -> float:
-    from chat_tui.config import Settings
-
-    return float(Settings.__dataclass_fields__["probe_cap"].default)
-
-
-def _expected_wait_after_long_outage(cap: float) -> float:
-    """Mean wait for the next probe once the schedule is at its cap.
-
-    Gaps are then g ~ U(cap/2, cap) (``ProbeSchedule``'s equal jitter). The
-    server comes back at a uniformly random moment, so it lands in a gap with
-    probability proportional to the gap's length: E[wait] = E[g²] / (2 E[g]).
-    """
-    lo, hi = cap / 2, cap
-    mean_g = (lo + hi) / 2
-    mean_g2 = (hi**3 - lo**3) / (3 * (hi - lo))
-    return mean_g2 / (2 * mean_g)
-
-
 def run(quick: bool) -> list[Result]:
     runs = 3 if quick else 5
     log(f"reconnect: 5 messages queued in 3 conversations, default probe schedule; "
@@ -117,18 +98,15 @@ def run(quick: bool) -> list[Result]:
                median(first), "s", f"≤ {TARGET_S:.0f} s", median(first) <= TARGET_S),
         Result("  server back → all 5 replies (median)", median(last), "s", "", None),
     ]
-    cap = _default_probe_cap()
-    expected = _expected_wait_after_long_outage(cap)
     if not quick:
-        f, la = _once(LONG_OUTAGE)
-        log(f"  after a {LONG_OUTAGE:.0f} s outage: first reply after {f:.2f} s "
-            f"(the probe schedule predicts {expected:.1f} s on average, {cap:.0f} s at worst)")
-        # One sample of a jittered schedule: shown, not judged (the prediction below is
-        # the figure to compare with the target).
-        results.append(Result(f"  server back → first reply, {LONG_OUTAGE:.0f} s outage (1 run)",
-                              f, "s", "", None))
-    results.append(Result("predicted mean wait after a long outage (schedule at its cap)",
-                          expected, "s", f"≤ {TARGET_S:.0f} s", expected <= TARGET_S))
+        # After a long outage the HTTP probes are 7.5–15 s apart; what must notice
+        # the return is the bare connect the client tries each second while offline.
+        long_runs = [_once(LONG_OUTAGE)[0] for _ in range(3)]
+        log(f"  after a {LONG_OUTAGE:.0f} s outage: first reply after "
+            + ", ".join(f"{v:.2f}" for v in long_runs) + " s")
+        name = f"server back → first reply, {LONG_OUTAGE:.0f} s outage (median of 3)"
+        results.append(Result(name, median(long_runs), "s", f"≤ {TARGET_S:.0f} s",
+                              median(long_runs) <= TARGET_S))
     return results
 
 
