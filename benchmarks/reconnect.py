@@ -7,10 +7,10 @@ sees the outage for ``OUTAGE`` seconds. Then the fault server starts on that
 very port, and we time from its ``start()`` to the first ``ReplyStored``
 event (and to the last of the five). Median over several runs.
 
-How long the outage lasted matters: offline probes back off (about 0.5–1 s,
-1–2 s, 2–4 s, 4–8 s, then 7.5–15 s apart), so the wait after a long outage is
-up to 15 s. A short outage (a blip) is the main figure; one long outage is
-measured too, next to what the schedule predicts.
+The HTTP probes back off while offline (about 0.5–1 s, 1–2 s, 2–4 s, 4–8 s,
+then 7.5–15 s apart), so after a long outage they alone could take up to 15 s
+to notice the return; the client also tries a bare TCP connect each second
+while offline. Both a short outage (a blip) and a long one are measured.
 """
 
 from __future__ import annotations
