@@ -61,3 +61,8 @@ def setup_logging(settings: Settings, *, verb: str) -> None:
     root.setLevel(logging.INFO)
     root.addHandler(handler)
     root.propagate = False
+    # asyncio reports stray task failures through its logger, which would
+    # otherwise print them over the TUI: they belong in the log file.
+    stray = logging.getLogger("asyncio")
+    stray.addHandler(handler)
+    stray.propagate = False

@@ -55,6 +55,11 @@ class SubmitResult:
     duplicate: bool
 
 
+def _log_failure(task: asyncio.Future[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("releasing leases failed: %s", task.exception())
+
+
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -213,8 +218,12 @@ class Outbox:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(StoreError):
-            await asyncio.shield(self.store.release_all(self.owner))
+        # Shielded so a second cancel can't cut the release short; the task's own
+        # failure is collected here, never left for asyncio to print on a screen.
+        release = asyncio.ensure_future(self.store.release_all(self.owner))
+        release.add_done_callback(_log_failure)
+        with contextlib.suppress(StoreError, asyncio.CancelledError):
+            await asyncio.shield(release)
 
     # -- one delivery ------------------------------------------------------------------------
 
