@@ -147,3 +147,17 @@ async def test_export_action_writes_markdown(server: FaultServer, tmp_path: Path
     text = out.read_text()
     assert text.startswith("# Greeting")
     assert "hello" in text and "**hi** there" in text
+
+
+async def test_keys_pressed_during_start_up_are_not_dropped(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Ctrl+N and Enter pressed before the database is open still take effect."""
+    settings = make_settings(server, tmp_path)
+    old = await seed_history(settings.db_path, [("older question", "older answer")], title="Old")
+    app = ChatApp(settings)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("ctrl+n", *"a fresh start", "enter")
+        await wait_until(pilot, lambda: any(v.message.role == "assistant" for v in views(app)))
+        assert app.current is not None and app.current.id != old
+        assert [v.message.content for v in views(app)] == ["a fresh start", "echo: a fresh start"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -49,6 +50,8 @@ from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
 from .widgets.status import OfflineBanner, StatusLine
 
+log = logging.getLogger(__name__)
+
 DRAFT_SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
 EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
 
@@ -83,6 +86,8 @@ class ChatApp(App[int]):
         self.exit_note: str | None = None
         self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
         self._draft_loaded = False  # nothing to save until a conversation's draft is shown
+        self._engine_started = asyncio.Event()  # set once start-up has finished (or failed)
+        self._starting: asyncio.Task[None] | None = None
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -127,9 +132,28 @@ class ChatApp(App[int]):
             )
         # Paint first, then load: the engine pulls in httpx and the database,
         # which the first frame does not need.
-        self.call_after_refresh(self._start_engine)
+        self.call_after_refresh(self._begin_start)
+
+    def _begin_start(self) -> None:
+        # Its own task, so key presses and bindings keep flowing while it runs;
+        # whatever needs the engine waits on `_ready` instead of being dropped.
+        self._starting = asyncio.create_task(self._start_engine(), name="start-engine")
 
     async def _start_engine(self) -> None:
+        try:
+            await self._open_engine()
+        except Exception as exc:  # never a traceback on the user's screen
+            log.exception("start-up failed")
+            self.exit(return_code=1, message=f"chat-tui: could not start: {exc}")
+        finally:
+            self._engine_started.set()
+
+    async def _engine_ready(self) -> bool:
+        """Wait until start-up is done; False if the engine could not open."""
+        await self._engine_started.wait()
+        return self.engine is not None
+
+    async def _open_engine(self) -> None:
         if self.engine is None:
             from ..engine import Engine
 
@@ -159,6 +183,8 @@ class ChatApp(App[int]):
         await self._refresh_queue_and_sidebar()
 
     async def on_unmount(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            await asyncio.gather(self._starting, return_exceptions=True)
         engine = self.engine
         if engine is None:
             return
@@ -274,7 +300,7 @@ class ChatApp(App[int]):
 
     @on(Composer.Submitted)
     async def _submit(self, event: Composer.Submitted) -> None:
-        if self.engine is None:
+        if not await self._engine_ready() or self.engine is None:
             return
         text = event.text
         try:
@@ -421,6 +447,8 @@ class ChatApp(App[int]):
     # -- actions -------------------------------------------------------------------------------
 
     async def action_new_conversation(self) -> None:
+        if not await self._engine_ready():
+            return
         await self.open_conversation(None)
         self.composer.focus()
 
