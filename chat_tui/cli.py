@@ -26,7 +26,7 @@ from .config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .store import Message
+    from .store import Conversation, Message
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
 
@@ -316,15 +316,22 @@ def _message_label(m: Message) -> str:
     return {"assistant": "assistant", "notice": "note"}.get(m.role, m.role)
 
 
+async def _load_conversation(
+    settings: Settings, conversation_id: int
+) -> tuple[Conversation, list[Message]]:
+    """A conversation and all its messages, or a CliError naming the missing id."""
+    from .store import opened
+
+    async with opened(settings.db_path) as store:
+        conversation = await store.get_conversation(conversation_id)
+        if conversation is None:
+            raise CliError(f"no conversation with id {conversation_id}")
+        return conversation, await store.all_messages(conversation_id)
+
+
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import opened
-
-        async with opened(settings.db_path) as store:
-            conversation = await store.get_conversation(args.id)
-            if conversation is None:
-                raise CliError(f"no conversation with id {args.id}")
-            messages = await store.all_messages(args.id)
+        conversation, messages = await _load_conversation(settings, args.id)
         if args.json:
             _out(
                 json.dumps(
@@ -391,13 +398,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         from .export import render
-        from .store import opened
 
-        async with opened(settings.db_path) as store:
-            conversation = await store.get_conversation(args.id)
-            if conversation is None:
-                raise CliError(f"no conversation with id {args.id}")
-            messages = await store.all_messages(args.id)
+        conversation, messages = await _load_conversation(settings, args.id)
         text = render(conversation, messages, args.format)
         if args.output in (None, "-"):
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
