@@ -161,3 +161,23 @@ async def test_keys_pressed_during_start_up_are_not_dropped(
         await wait_until(pilot, lambda: any(v.message.role == "assistant" for v in views(app)))
         assert app.current is not None and app.current.id != old
         assert [v.message.content for v in views(app)] == ["a fresh start", "echo: a fresh start"]
+
+
+async def test_a_failing_action_is_reported_not_raised(
+    server: FaultServer, tmp_path: Path, monkeypatch
+) -> None:
+    from chat_tui.store import Store, StoreError
+
+    async def refuse(self, conversation_id: int, title: str) -> None:
+        raise StoreError("the database is locked by another program")
+
+    monkeypatch.setattr(Store, "rename_conversation", refuse)
+    settings = make_settings(server, tmp_path)
+    await seed_history(settings.db_path, [("hi", "hello")], title="Keep me")
+    app = ChatApp(settings)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await wait_until(pilot, lambda: app.current is not None)
+        await pilot.press("f2", *"New name", "enter")
+        await wait_until(pilot, lambda: any("locked" in str(n.message)
+                                            for n in app._notifications))
+        assert app.is_running and app.current.title == "Keep me"

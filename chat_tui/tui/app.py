@@ -26,6 +26,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, OptionList
+from textual.worker import Worker, WorkerState
 
 from ..config import Settings
 from ..events import (
@@ -371,6 +372,17 @@ class ChatApp(App[int]):
             self._schedule_refresh()
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """Every worker runs with exit_on_error=False; its failure is told here, once,
+        in plain words (the details go to the log), never as a traceback."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        log.error("%s failed", event.worker.name, exc_info=error)
+        reason = str(error) if isinstance(error, StoreError) else type(error).__name__
+        self.notify(f"That did not work: {reason}", severity="error", markup=False, timeout=8)
 
     @on(ReachabilityChanged)
     def _reachability_changed(self, message: ReachabilityChanged) -> None:
