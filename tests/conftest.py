@@ -40,6 +40,20 @@ FAST = {
 }
 
 
+def fast_config(**extra: object) -> str:
+    """config.toml with the suite's fast timings plus ``extra``."""
+    values = {k: v for k, v in FAST.items() if k != "model"} | extra
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, str):
+            lines.append(f"{key} = {json.dumps(value)}")
+        else:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
 def make_settings(base_url: str, tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "base_url": base_url,
@@ -163,14 +177,7 @@ class CliEnv:
     def write_config(self, text: str | None = None) -> None:
         """Fast timings for the CLI too (config.toml is the only way to set them)."""
         if text is None:
-            text = (
-                "\n".join(
-                    f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
-                    for k, v in FAST.items()
-                    if k != "model"
-                ).replace("'", '"')
-                + "\n"
-            )
+            text = fast_config()
         self.config_path.write_text(text)
 
     def argv(self, *args: str) -> list[str]:

@@ -45,7 +45,7 @@ from chat_tui.config import Settings
 from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
-from tests.conftest import FAST, REPO_ROOT, CliEnv
+from tests.conftest import REPO_ROOT, CliEnv, fast_config
 from tests.fault_server import Fault, FaultServer
 from tests.test_terminal import Terminal
 
@@ -75,20 +75,6 @@ def assert_clean(proc: subprocess.CompletedProcess[str], code: int) -> None:
 def assert_no_controls(text: str, what: str) -> None:
     found = CONTROL.search(text)
     assert found is None, f"{what}: control character {found.group()!r} in {text[:400]!r}"
-
-
-def fast_config(**extra: object) -> str:
-    """config.toml with the suite's fast timings plus ``extra``."""
-    values = {k: v for k, v in FAST.items() if k != "model"} | extra
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, str):
-            lines.append(f"{key} = {json.dumps(value)}")
-        else:
-            lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
 
 
 def send(cli: CliEnv, *args: str, input: str | None = None) -> dict:

@@ -39,25 +39,12 @@ from chat_tui.logs import MAX_BYTES, setup_logging
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
-from tests.conftest import FAST, REPO_ROOT, CliEnv
+from tests.conftest import REPO_ROOT, CliEnv, fast_config
 from tests.fault_server import Fault, FaultServer
 
 pytestmark = pytest.mark.timeout(60)
 
 SECRET = "sk-test-SECRET-4f9c2e71b8d0a6"
-
-
-def fast_config(**extra: object) -> str:
-    values = {k: v for k, v in FAST.items() if k != "model"} | extra
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, str):
-            lines.append(f"{key} = {json.dumps(value)}")
-        else:
-            lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
 
 
 def echo_authorization(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -178,6 +178,5 @@ async def test_a_failing_action_is_reported_not_raised(
     async with app.run_test(size=(120, 35)) as pilot:
         await wait_until(pilot, lambda: app.current is not None)
         await pilot.press("f2", *"New name", "enter")
-        await wait_until(pilot, lambda: any("locked" in str(n.message)
-                                            for n in app._notifications))
+        await wait_until(pilot, lambda: any("locked" in str(n.message) for n in app._notifications))
         assert app.is_running and app.current.title == "Keep me"
