@@ -168,3 +168,23 @@ def test_corrupt_database_gives_a_clear_message(server: FaultServer, tmp_path: P
     assert b"damaged or not a chat-tui database" in term.output
     assert b"Traceback" not in term.output
     assert db.read_bytes() == garbage  # never deleted or rewritten
+
+
+def test_text_typed_while_starting_survives_sighup(server: FaultServer, tmp_path: Path) -> None:
+    """Typed after the first frame but before the database was open, then the SSH
+    session drops: the text must still become the draft, and the exit is clean."""
+    kept = 0
+    for delay in (0.03, 0.1, 0.2):
+        data = tmp_path / f"after-{delay}"
+        term = Terminal(data, server.base_url)
+        try:
+            assert term.read_until(b"Enter sends")
+            term.type("typed early")
+            term.drain(delay)
+            os.kill(term.pid, signal.SIGHUP)
+            assert term.wait() == 0, term.output[-2000:]
+            assert b"Traceback" not in term.output
+        finally:
+            term.kill()
+        kept += db_facts(data / "chat.db")["drafts"] == [("typed early",)]
+    assert kept == 3

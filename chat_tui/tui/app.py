@@ -38,7 +38,7 @@ from ..events import (
     ReplyStarted,
     ReplyStored,
 )
-from ..store import Conversation, Message, StoreError
+from ..store import Conversation, Message, Store, StoreError, opened
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -88,6 +88,7 @@ class ChatApp(App[int]):
         self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
         self._draft_loaded = False  # nothing to save until a conversation's draft is shown
         self._engine_started = asyncio.Event()  # set once start-up has finished (or failed)
+        self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
 
     # -- layout --------------------------------------------------------------------------------
@@ -137,15 +138,18 @@ class ChatApp(App[int]):
 
     def _begin_start(self) -> None:
         # Its own task, so key presses and bindings keep flowing while it runs;
-        # whatever needs the engine waits on `_ready` instead of being dropped.
+        # whatever needs the engine waits on `_engine_started` instead of being dropped.
         self._starting = asyncio.create_task(self._start_engine(), name="start-engine")
 
     async def _start_engine(self) -> None:
         try:
             await self._open_engine()
         except Exception as exc:  # never a traceback on the user's screen
-            log.exception("start-up failed")
-            self.exit(return_code=1, message=f"chat-tui: could not start: {exc}")
+            if self._exiting:  # closed while starting: not a failure
+                log.info("start-up interrupted by exit: %s", type(exc).__name__)
+            else:
+                log.exception("start-up failed")
+                self.exit(return_code=1, message=f"chat-tui: could not start: {exc}")
         finally:
             self._engine_started.set()
 
@@ -167,10 +171,9 @@ class ChatApp(App[int]):
             except StoreError as exc:
                 self.exit(return_code=1, message=f"chat-tui: {exc}")
                 return
-            if not self.is_running:  # quit while it was opening
-                await engine.close()
-                return
             self.engine = engine
+            if self._exiting:  # closed while it was opening: on_unmount saves and closes
+                return
         self.engine.start_watching()
         self.engine.start_delivery()
         try:
@@ -188,8 +191,12 @@ class ChatApp(App[int]):
             await asyncio.gather(self._starting, return_exceptions=True)
         engine = self.engine
         if engine is None:
+            await self._keep_early_typing(None)
             return
-        await self._save_draft_now()
+        if self._draft_loaded:
+            await self._save_draft_now()
+        else:
+            await self._keep_early_typing(engine.store)
         self.engine = None  # timers and late messages see the engine gone, not half-closed
         waiting = 0
         with contextlib.suppress(StoreError):
@@ -197,6 +204,23 @@ class ChatApp(App[int]):
         await engine.close()
         if waiting and self.settings.handoff_on_exit:
             self._hand_off(waiting)
+
+    async def _keep_early_typing(self, store: Store | None) -> None:
+        """Closed before start-up had shown a draft: what was typed meanwhile becomes
+        the draft of the conversation the app opens next time (nothing typed is lost)."""
+        text = self._draft_text
+        if self._draft_loaded or not text.strip():
+            return
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if store is None:
+                    store = await stack.enter_async_context(opened(self.settings.db_path))
+                recent = await store.list_conversations(limit=1)
+                conversation_id = recent[0].id if recent else None
+                earlier = await store.load_draft(conversation_id)
+                await store.save_draft(conversation_id, earlier + text)
+        except StoreError as exc:
+            log.warning("text typed during start-up not saved: %s", exc)
 
     def _hand_off(self, waiting: int) -> None:
         """Queued messages keep going out after the window closes (DESIGN: Terminal life)."""
@@ -229,6 +253,7 @@ class ChatApp(App[int]):
         # composer still exists: take the draft now, save it in on_unmount.
         with contextlib.suppress(NoMatches):  # not composed yet
             self._draft_text = self.composer.text
+        self._exiting = True
         super().exit(*args, **kwargs)  # type: ignore[arg-type]
 
     def _engine_listener(self, event: OutboxEvent) -> None:
