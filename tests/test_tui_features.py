@@ -180,3 +180,40 @@ async def test_a_failing_action_is_reported_not_raised(
         await pilot.press("f2", *"New name", "enter")
         await wait_until(pilot, lambda: any("locked" in str(n.message) for n in app._notifications))
         assert app.is_running and app.current.title == "Keep me"
+
+
+async def test_a_failed_edit_keeps_the_edited_text(
+    server: FaultServer, tmp_path: Path, monkeypatch
+) -> None:
+    from chat_tui.outbox import Outbox
+    from chat_tui.store import StoreError
+
+    server.push(Fault(kind="status", status=400))
+    app = ChatApp(make_settings(server, tmp_path))
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press(*"draft one", "enter")
+        await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")
+        real_retry = Outbox.retry
+        calls = []
+
+        async def locked_once(self, message_id, *, text=None):
+            calls.append(text)
+            if len(calls) == 1:
+                raise StoreError("the database is locked by another program")
+            return await real_retry(self, message_id, text=text)
+
+        monkeypatch.setattr(Outbox, "retry", locked_once)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen))
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditMessage))
+        await pilot.press(*" (edited)", "tab", "tab", "enter")
+        # Refused once: the dialog is back, still holding the edit.
+        await wait_until(pilot, lambda: len(calls) == 1 and isinstance(app.screen, EditMessage))
+        from textual.widgets import TextArea
+
+        assert app.screen.query_one(TextArea).text == "draft one (edited)"
+        await pilot.press("tab", "tab", "enter")
+        await wait_until(pilot, lambda: len(views(app)) == 2, timeout=10)
+        assert calls == ["draft one (edited)", "draft one (edited)"]
+        assert views(app)[0].message.content == "draft one (edited)"

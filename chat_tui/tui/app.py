@@ -531,14 +531,17 @@ class ChatApp(App[int]):
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def _edit_message(self, message: Message) -> None:
-        text = await self.push_screen_wait(EditMessage(message.content))
-        if text is None or self.engine is None:
-            return
-        try:
-            await self.engine.outbox.retry(message.id, text=text)
-        except StoreError as exc:
-            self.notify(str(exc), severity="error", markup=False)
-            return
+        text: str | None = message.content
+        while True:
+            text = await self.push_screen_wait(EditMessage(text))
+            if text is None or self.engine is None:
+                return
+            try:
+                await self.engine.outbox.retry(message.id, text=text)
+                break
+            except StoreError as exc:
+                # The dialog comes back with the edit in it: nothing typed is lost.
+                self.notify(str(exc), severity="error", markup=False)
         self.notify(f"Message #{message.id} edited and queued again.", markup=False, timeout=3)
         await self._refresh_queue_screen()
 
