@@ -499,6 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._sent_status: int | None = None
+        self._end_of_stream: _ChunkedWriter | None = None
         path = urlsplit(self.path).path
         try:
             raw = self._read_body()
@@ -528,6 +529,12 @@ class _Handler(BaseHTTPRequestHandler):
             outcome = f"fault:{rec.fault}" if rec.fault else "aborted"
         finally:
             fs._finish(rec, outcome, self._sent_status)
+            # The last chunk goes out only after the request is recorded, so a
+            # client that has read the whole reply always finds it in the log.
+            end, self._end_of_stream = self._end_of_stream, None
+            if end is not None:
+                with contextlib.suppress(OSError):
+                    end.finish()
 
     def _route(self, method: str, path: str, body: Any, rec: RequestRecord) -> str:
         fs = self.server.fault_server
@@ -750,7 +757,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             self._sse_finish()
             self._sse_done()
-            self.wfile.finish()
+            self._end_of_stream = self.wfile  # finished in _dispatch, after the record
         finally:
             self.wfile = raw
         return True
