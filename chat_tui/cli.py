@@ -216,7 +216,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                 return EXIT_OK
             until_empty = args.until_empty
             try:
-                await asyncio.wait_for(engine.outbox.run(until_empty=until_empty), args.timeout)
+                await asyncio.wait_for(engine.run_delivery(until_empty=until_empty), args.timeout)
             except TimeoutError:
                 left = await engine.store.pending_count()
                 print(f"chat-tui: timed out with {left} still queued", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,11 @@ from .store import Message, PastQuestion, Store
 
 if TYPE_CHECKING:
     from .answers import AnswerIndex
+
+log = logging.getLogger(__name__)
+
+RESTART_FIRST = 0.5  # seconds before a sender that died is started again, doubling…
+RESTART_CAP = 10.0  # …up to this
 
 
 class Engine:
@@ -124,9 +130,30 @@ class Engine:
 
     def start_delivery(self) -> asyncio.Task[None]:
         """Start the sender; it runs until `close()`."""
-        task = asyncio.create_task(self.outbox.run(), name="outbox")
+        task = asyncio.create_task(self.run_delivery(), name="outbox")
         self._tasks.append(task)
         return task
+
+    async def run_delivery(self, *, until_empty: bool = False) -> None:
+        """Run the sender under a supervisor: the loop catches every error itself, and
+        if it still ends with one, it is logged, shown, and started again (with a
+        growing pause), so delivery never stops until the process does."""
+        delay = RESTART_FIRST
+        restarts = 0
+        while True:
+            try:
+                await self.outbox.run(until_empty=until_empty)
+                return
+            except Exception as exc:
+                restarts += 1
+                log.exception("the sender stopped (restart %d in %.1f s)", restarts, delay)
+                self.outbox.report_problem(
+                    "supervisor",
+                    f"the sender stopped ({type(exc).__name__}: {exc}); restarting",
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_CAP)
+                self.outbox.report_problem("supervisor", None)
 
     async def close(self) -> None:
         """Stop sending, give back leases, close the client and the database."""

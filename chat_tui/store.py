@@ -1087,5 +1087,7 @@ def _explain_db_error(path: Path, exc: sqlite3.Error) -> str:
     if "readonly" in text or "read-only" in text or "unable to open" in text or "WAL" in text:
         return f"cannot write the database {path} ({text}); check that its folder is writable"
     if "disk" in text and "full" in text:
-        return f"the disk holding {path} is full; nothing was lost, free some space and retry"
+        return (
+            f"the disk holding {path} is full; free some space (what was saved before stays saved)"
+        )
     return f"database error in {path}: {text}"

@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from ..config import Settings
 from ..events import (
+    DeliveryProblem,
     MessageChanged,
     OutboxEvent,
     ReachabilityState,
@@ -397,6 +398,8 @@ class ChatApp(App[int]):
             self._schedule_refresh()
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
+        elif isinstance(event, DeliveryProblem):
+            self.query_one(OfflineBanner).show_problem(event.text)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
