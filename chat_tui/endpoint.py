@@ -359,14 +359,20 @@ class Endpoint:
         number of connection attempts stays what the probe schedule allows.
         """
         reason = _transport_reason(exc)
-        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return reason
         host, port, via_proxy = self.first_hop()
+        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return self._via_proxy(reason)
         addresses, why = await self._resolve(host, port, 2.0)
         if not addresses:
             return f"{why} (through the proxy)" if via_proxy else why
         what = f"the proxy {host}:{port}" if via_proxy else f"{host}:{port}"
         return f"{reason} — {what}, tried {', '.join(addresses[:3])}"
+
+    def _via_proxy(self, reason: str) -> str:
+        if self.proxy is None:
+            return reason
+        host, port, _ = self.first_hop()
+        return f"{reason} (through the proxy {host}:{port})"
 
     async def probe(self, timeout: float = 5.0) -> ProbeResult:
         """``GET /models``: is the API itself answering?"""
@@ -492,7 +498,7 @@ class Endpoint:
         except httpx.TransportError as exc:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
                 raise UnreachableError(self._redact(await self.explain(exc))) from None
-            reason = _transport_reason(exc)
+            reason = self._via_proxy(_transport_reason(exc))
             if isinstance(exc, httpx.ReadTimeout):
                 # The server kept silent past read_timeout while the link checks
                 # passed: the server's doing, so it costs an attempt.

@@ -158,7 +158,11 @@ class Reachability:
             if self._local_address is None:
                 self._local_address = await self._endpoint.local_address()
         else:
-            self._tcp_misled = by_tcp  # a probe on the schedule: bare connects may resume
+            if by_tcp:
+                # The bare connect said "something listens" and the API said no (a
+                # proxy that accepts and then fails, another service on the port):
+                # bare connects tell nothing here until the endpoint answers again.
+                self._tcp_misled = True
             if result.state == "offline":
                 self._drop_pool(f"probe failed: {result.detail}")
             self._probe_at = time.monotonic() + self._schedule.next_delay()
