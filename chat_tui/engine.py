@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Settings
 from .endpoint import Endpoint
 from .outbox import Listener, MessageChanged, Outbox, OutboxEvent, ReplyStored
 from .reachability import Reachability, ReachabilityState
-from .store import Message, PastQuestion, Store
+from .store import Message, PastQuestion, Store, StoreError, StoreReplaced
 
 if TYPE_CHECKING:
     from .answers import AnswerIndex
@@ -144,6 +145,8 @@ class Engine:
             try:
                 await self.outbox.run(until_empty=until_empty)
                 return
+            except StoreReplaced:
+                raise  # a restart would write to the same lost file
             except Exception as exc:
                 restarts += 1
                 log.exception("the sender stopped (restart %d in %.1f s)", restarts, delay)
@@ -154,6 +157,18 @@ class Engine:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESTART_CAP)
                 self.outbox.report_problem("supervisor", None)
+
+    async def rescue_unsent(self) -> list[Path]:
+        """The database file is gone: keep what was typed and not yet answered in
+        rescue files (outside the data dir), restored as a draft by the next start."""
+        from . import rescue
+
+        saved: list[Path] = []
+        with contextlib.suppress(StoreError):
+            for text in await self.store.unsent_texts():
+                with contextlib.suppress(OSError):
+                    saved.append(rescue.save(self.settings.db_path, None, text))
+        return saved
 
     async def close(self) -> None:
         """Stop sending, give back leases, close the client and the database."""

@@ -43,7 +43,7 @@ from .events import (  # re-exported: the engine's events live in a light module
     ReplyStored,
 )
 from .reachability import Reachability
-from .store import Claim, Message, Store, StoreError
+from .store import Claim, Message, Store, StoreError, StoreReplaced
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,9 @@ class Outbox:
         try:
             while True:
                 try:
+                    replaced = self.store.file_replaced()
+                    if replaced is not None:
+                        raise StoreReplaced(replaced)
                     await self._sweep_expired()
                     if self.reachability.online:
                         await self._fill_slots()
@@ -166,6 +169,11 @@ class Outbox:
                     ):
                         return
                     await self._wait_for_work()
+                except StoreReplaced as exc:
+                    # Writing on would go to a file nobody else sees: stop, say why.
+                    log.error("sender stopped: %s", exc)
+                    self.report_problem("loop", f"{exc}; delivery stopped")
+                    raise
                 except StoreError as exc:
                     # The database refused (another program's lock held past
                     # busy_timeout, a full disk, the file gone): say so, wait a
