@@ -723,4 +723,7 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect: {detail}"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError) and not str(exc):
+        # No words from the OS: a reset, or keepalive probes left unanswered.
+        return f"the connection broke ({detail})"
     return f"network error: {detail}"

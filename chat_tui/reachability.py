@@ -53,6 +53,7 @@ class Reachability:
         self._tcp_misled = False
         self._tcp_triggered = False  # the pending probe was asked for by a bare connect
         self._local_address: str | None = None
+        self._last_attempt = 0.0  # monotonic time of the last probe or bare connect
         self.current = ReachabilityState("unknown", "", time.time(), None)
 
     @property
@@ -134,14 +135,18 @@ class Reachability:
                 await self._check_local_address()
             # Between the backed-off HTTP probes, a bare connect each second:
             # when something listens again, ask the API at once.
-            elif (
-                offline
-                and not self._tcp_misled
-                and await self._endpoint.can_connect(timeout=TCP_CHECK_INTERVAL)
-            ):
+            elif offline and not self._tcp_misled and await self._tcp_check():
                 self._probe_at = 0.0
                 self._tcp_triggered = True
             return
+        if self.state == "offline" and not self._tcp_triggered and not self._wake.is_set():
+            # A probe right after a bare connect waits for the rest of the second:
+            # never more than about one connection attempt a second while offline.
+            spacing = self._last_attempt + TCP_CHECK_INTERVAL - time.monotonic()
+            if spacing > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), spacing)
+        self._last_attempt = time.monotonic()
         by_tcp, self._tcp_triggered = self._tcp_triggered, False
         self._probing = True
         self._publish()
@@ -167,6 +172,10 @@ class Reachability:
                 self._drop_pool(f"probe failed: {result.detail}")
             self._probe_at = time.monotonic() + self._schedule.next_delay()
         self._set(result.state, result.detail, force=True)
+
+    async def _tcp_check(self) -> bool:
+        self._last_attempt = time.monotonic()
+        return await self._endpoint.can_connect(timeout=TCP_CHECK_INTERVAL)
 
     async def _check_local_address(self) -> None:
         """The laptop moved networks: connections kept alive from the old address are

@@ -29,11 +29,16 @@ import http.client
 import itertools
 import json
 import os
+import re
 import select
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -214,6 +219,17 @@ class NetLab:
             )
         return ports
 
+    def count_syns(self) -> None:
+        """Count the client's connection attempts (SYNs) from now on (see ``syns``)."""
+        self._nft(
+            f"insert rule inet ctui9 input ip saddr {self.client_ip} "
+            "tcp flags & (syn | ack) == syn counter\n"
+        )
+
+    def syns(self) -> int:
+        out = self._ns("nft", "list", "chain", "inet", "ctui9", "input").stdout
+        return sum(int(m) for m in re.findall(r"counter packets (\d+)", out))
+
     def heal(self) -> None:
         """Remove every rule: the link works again."""
         self._nft("flush chain inet ctui9 input\nflush chain inet ctui9 output\n")
@@ -260,6 +276,85 @@ class NetLab:
                 return True
             time.sleep(0.05)
         return False
+
+
+def fill(disk: Path) -> Path:
+    """Fill the disk to the last byte; returns the filler file (delete it to clear)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def hold_exclusive(db_path: Path, seconds: float) -> threading.Thread:
+    """Another program holding ``BEGIN EXCLUSIVE`` on the database for ``seconds``."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            locked.set()
+            time.sleep(seconds)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(10), "could not take the lock"
+    return thread
+
+
+class CountingListener:
+    """A TCP port that accepts and at once closes: a broken proxy. Counts connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str = "4m") -> Iterator[Path]:
+    """A small tmpfs of our own at ``where`` (NetLabUnavailable if mounting is
+    refused); always unmounted afterwards."""
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "ctui9-tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise NetLabUnavailable(f"cannot mount a tmpfs: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 @contextlib.contextmanager

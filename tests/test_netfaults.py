@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import sqlite3
-import subprocess
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,7 +36,14 @@ from chat_tui.events import (
 )
 from tests.conftest import make_settings, wait_until
 from tests.fault_server import Fault, FaultServer
-from tests.netlab import NetLab, NetLabUnavailable
+from tests.netlab import (
+    CountingListener,
+    NetLab,
+    NetLabUnavailable,
+    fill,
+    hold_exclusive,
+    small_disk,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,35 +67,13 @@ def lab() -> Iterator[NetLab]:
 
 @contextlib.contextmanager
 def tmpfs(where: Path, size: str = "4m") -> Iterator[Path]:
-    """A small tmpfs of our own at ``where``; always unmounted afterwards."""
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "ctui9-tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        reason = f"cannot mount a tmpfs: {proc.stderr.strip() or proc.returncode}"
-        print(reason)
-        pytest.skip(reason)
+    """A small tmpfs of our own; the test skips, saying why, when mounting is refused."""
     try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fill the disk to the last byte; returns the filler file (delete it to clear)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (1 << 20, 65536, 4096, 512, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
-    return filler
+        with small_disk(where, size) as disk:
+            yield disk
+    except NetLabUnavailable as exc:
+        print(exc)
+        pytest.skip(str(exc))
 
 
 @contextlib.asynccontextmanager
@@ -304,33 +286,6 @@ async def test_a_new_local_address_drops_the_pool(lab: NetLab, tmp_path: Path) -
 # -- proxies and names -------------------------------------------------------------------------
 
 
-class CountingListener:
-    """A TCP port that accepts and at once closes: a broken proxy. Counts connections."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 async def test_a_dead_proxy_is_named_and_backed_off(
     tmp_path: Path, fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,26 +344,6 @@ async def test_a_refused_proxy_and_an_unknown_name_are_named(
 
 
 # -- the database ------------------------------------------------------------------------------
-
-
-def hold_exclusive(db_path: Path, seconds: float) -> threading.Thread:
-    """Another program holding ``BEGIN EXCLUSIVE`` on the database for ``seconds``."""
-    locked = threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
-        try:
-            conn.execute("BEGIN EXCLUSIVE")
-            locked.set()
-            time.sleep(seconds)
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert locked.wait(10), "could not take the lock"
-    return thread
 
 
 async def test_the_sender_survives_a_lock_held_past_busy_timeout(
