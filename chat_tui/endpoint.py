@@ -229,6 +229,7 @@ class Endpoint:
         self.proxy = None if transport is not None else proxy_for(settings.base_url)
         self._client = self._make_client()
         self._retired: set[asyncio.Task[None]] = set()
+        self._resolved: dict[tuple[str, int], list[str]] = {}  # first hop → its addresses
         self.pool_drops = 0  # counted for the tests and benchmarks
 
     def _make_client(self) -> httpx.AsyncClient:
@@ -319,22 +320,38 @@ class Endpoint:
         host, port, via_proxy = self.first_hop()
         what = f"the proxy {host}:{port}" if via_proxy else f"{host}:{port}"
         started = time.monotonic()
-        addresses, why = await self._resolve(host, port, timeout)
+        # While a request runs, the name was resolved a moment ago: a slow DNS
+        # server must not make a healthy link look dead, so use what it said then.
+        addresses = self._resolved.get((host, port), [])
         if not addresses:
-            return False, why
+            addresses, why = await self._resolve(host, port, timeout)
+            if not addresses:
+                return False, why
+            self._resolved[(host, port)] = addresses
         tried = ", ".join(addresses[:3])
-        try:
-            async with asyncio.timeout(max(0.1, timeout - (time.monotonic() - started))):
-                _, writer = await asyncio.open_connection(host, port)
-        except TimeoutError:
+        why = ""
+        for address in addresses[:3]:  # e.g. ::1 then 127.0.0.1 for "localhost"
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                why = why or "timed out"
+                break
+            try:
+                async with asyncio.timeout(left):
+                    _, writer = await asyncio.open_connection(address, port)
+            except TimeoutError:
+                why = "timed out"
+                break
+            except (OSError, ValueError) as exc:
+                why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True, ""
+        self._resolved.pop((host, port), None)  # the name may point elsewhere now
+        if why == "timed out":
             return False, f"connecting to {what} timed out (tried {tried})"
-        except (OSError, ValueError) as exc:
-            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            return False, f"cannot connect to {what}: {why} (tried {tried})"
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True, ""
+        return False, f"cannot connect to {what}: {why} (tried {tried})"
 
     async def local_address(self) -> str | None:
         """The local address new connections to the first hop leave from (None if
