@@ -247,13 +247,13 @@ async def test_a_silent_first_token_is_not_cut(lab: NetLab, tmp_path: Path) -> N
     """A model silent before its first token while its endpoint answers is never
     cut, however short the stall limit (60 s in the benchmark)."""
     events: list[Any] = []
-    settings = lab_settings(lab, tmp_path, stall_timeout=2.0)
+    settings = lab_settings(lab, tmp_path, stall_timeout=1.5)
     async with running_engine(settings, events) as engine:
         assert await engine.reachability.wait_online(10)
-        lab.push(Fault("think", seconds=6.0))
+        lab.push(Fault("think", seconds=4.5))
         sent = await engine.outbox.submit(None, "think hard")
         took = await wait_delivered(engine, sent.message.id, 20)
-        print(f"6 s silent first token: delivered after {took:.1f} s, not cut")
+        print(f"4.5 s silent first token: delivered after {took:.1f} s, not cut")
         assert not any(isinstance(e, ReplyAborted) for e in events)
         chats = [r for r in lab.requests() if r["path"].endswith("/chat/completions")]
         assert len(chats) == 1 and engine.reachability.online
@@ -299,7 +299,7 @@ async def test_a_dead_proxy_is_named_and_backed_off(
             monkeypatch.delenv(name, raising=False)
         settings = make_settings(fault_server.base_url, tmp_path, probe_cap=15.0)
         events: list[Any] = []
-        seconds = 5.0
+        seconds = 4.0
         async with running_engine(settings, events) as engine:
             assert engine.endpoint.proxy == f"http://127.0.0.1:{proxy.port}"
             await asyncio.sleep(seconds)
@@ -359,7 +359,7 @@ async def test_the_sender_survives_a_lock_held_past_busy_timeout(
         queued = await engine.outbox.submit(None, "waiting behind a lock")
         async with engine.store._lock:
             await engine.store._db.execute("PRAGMA busy_timeout = 300")
-        holder = hold_exclusive(settings.db_path, 3.0)
+        holder = hold_exclusive(settings.db_path, 2.0)
         engine.start_watching()
         sender = engine.start_delivery()
         await wait_until(
@@ -430,7 +430,7 @@ async def test_a_reply_arriving_on_a_full_disk_is_kept_until_it_commits(
     full and is stored when space comes back; the server is asked once."""
     with tmpfs(tmp_path / "disk") as disk:
         settings = make_settings(
-            fault_server.base_url, tmp_path, data_dir=disk / "data", lease_seconds=3.0
+            fault_server.base_url, tmp_path, data_dir=disk / "data", lease_seconds=2.0
         )
         events: list[Any] = []
         async with running_engine(settings, events) as engine:
@@ -449,7 +449,7 @@ async def test_a_reply_arriving_on_a_full_disk_is_kept_until_it_commits(
                 10,
                 what="the reply kept in memory",
             )
-            await asyncio.sleep(4.0)  # longer than the lease
+            await asyncio.sleep(2.5)  # longer than the lease
             filler.unlink()
             await wait_delivered(engine, sent.message.id, 10)
             assert await replies(engine, sent.message.conversation_id) == [
