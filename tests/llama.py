@@ -57,7 +57,10 @@ class LlamaServer:
         self.context = context
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+        # Kept open for the server's whole life (its output goes there): closed in close().
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="llama-server-", suffix=".log", delete=False
+        )
 
     @property
     def root_url(self) -> str:
@@ -131,7 +134,7 @@ class LlamaServer:
 def require_llama() -> dict[str, str]:
     paths = prepared()
     if paths is None:
-        reason = "llama-server is not prepared: run `python scripts/prepare_llama.py` (~10 min once)"
+        reason = "llama-server is not prepared: run `python scripts/prepare_llama.py` (~10 min)"
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the real-server tests, but {reason}")
         pytest.skip(reason)
