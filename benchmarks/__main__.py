@@ -21,7 +21,13 @@ from ._common import PYTHON, REPO_ROOT, Result, busy_warning, print_table
 
 # Startup first: it is the most sensitive to a machine still busy with the others.
 BENCHMARKS = (
-    "startup", "open_conversation", "enqueue", "flush", "reconnect", "search", "netfaults"
+    "startup",
+    "open_conversation",
+    "enqueue",
+    "flush",
+    "reconnect",
+    "search",
+    "netfaults",
 )
 OPTIONAL = ("answers_lookup",)  # written by someone else; run when present
 NO_RUN = 3  # _collect's exit status for a module without run()
