@@ -230,6 +230,7 @@ class Endpoint:
         self._client = self._make_client()
         self._retired: set[asyncio.Task[None]] = set()
         self._resolved: dict[tuple[str, int], list[str]] = {}  # first hop → its addresses
+        self._pooled = False  # a response came on this client: it may hold kept-alive connections
         self.pool_drops = 0  # counted for the tests and benchmarks
 
     def _make_client(self) -> httpx.AsyncClient:
@@ -268,6 +269,9 @@ class Endpoint:
         """
         if self._transport is not None:
             return  # a test's own transport: nothing pooled of ours to drop
+        if not self._pooled:
+            return  # nothing answered since the last drop: no connection to distrust
+        self._pooled = False
         old, self._client = self._client, self._make_client()
         self.pool_drops += 1
         log.info("dropped pooled connections: %s", why)
@@ -407,6 +411,7 @@ class Endpoint:
             return ProbeResult("offline", await self.explain(exc))
         except httpx.HTTPError as exc:  # e.g. a broken gzip body: something odd answered
             return ProbeResult("captive", f"unreadable answer to /models: {exc}")
+        self._pooled = True
         latency = time.monotonic() - started
         if response.status_code in (404, 405):
             # The server is there; it just has no /models (some local servers).
@@ -506,6 +511,7 @@ class Endpoint:
             async with self._client.stream(
                 "POST", "chat/completions", json=body, headers=headers
             ) as response:
+                self._pooled = True
                 activity.touch()
                 return await self._read_reply(response, on_delta, activity)
         except DeliveryError as exc:
