@@ -146,3 +146,41 @@ async def test_a_deleted_database_stops_the_window_and_keeps_the_text(
         assert "queued while offline" in again.composer.text
     with sqlite3.connect(tmp_path / "chat.db") as db:
         assert db.execute("SELECT COUNT(*) FROM drafts").fetchone()[0] >= 1
+
+
+async def test_no_leftover_streaming_bubble_after_another_sender_took_over(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The window was stopped past its lease (SIGSTOP) and another sender delivered
+    the message meanwhile: when it resumes, its late reply is dropped and the live
+    "streaming…" bubble goes; only the stored reply is shown, once."""
+    from chat_tui.engine import Engine
+    from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
+    from tests.fault_server import Fault
+
+    settings = make_settings(server, tmp_path)
+    app = ChatApp(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        server.push(Fault("think", seconds=2.0))
+        await pilot.press(*"who answers", "enter")
+        await wait_until(pilot, lambda: bool(app.query(StreamingReply)))
+        # Our lease ran out while we were stopped; another sender takes the message.
+        with sqlite3.connect(tmp_path / "chat.db", timeout=10) as db:
+            db.execute("UPDATE outbox SET lease_expires = 0")
+        other = await Engine.open(settings)
+        try:
+            other.start_watching()
+            assert await other.reachability.wait_online(5)
+            delivered = await other.outbox.deliver_available()
+        finally:
+            await other.close()
+        assert delivered == 1
+        await wait_until(pilot, lambda: not app.query(StreamingReply), timeout=10)
+        await wait_until(
+            pilot,
+            lambda: [v.message.role for v in app.query(MessageView)] == ["user", "assistant"],
+        )
+        await pilot.pause(0.5)
+        assert [v.message.role for v in app.query(MessageView)] == ["user", "assistant"]
+        assert not app.query(StreamingReply)
