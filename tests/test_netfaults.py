@@ -34,7 +34,7 @@ from chat_tui.events import (
     ReplyStarted,
     ReplyStored,
 )
-from tests.conftest import make_settings, wait_until
+from tests.conftest import CliEnv, make_settings, wait_until
 from tests.fault_server import Fault, FaultServer
 from tests.netlab import (
     CountingListener,
@@ -552,3 +552,40 @@ async def test_a_reply_taken_over_by_another_sender_withdraws_the_live_one(
         assert not any(isinstance(e, ReplyStored) for e in events)
         aborted = next(e for e in events if isinstance(e, ReplyAborted))
         assert "taken over" in aborted.error.reason
+
+
+def test_sync_watch_keeps_going_through_a_full_disk(tmp_path: Path, cli_env: CliEnv) -> None:
+    """`sync --watch` used to exit 1 when the database refused the claim; now it says
+    nothing on the terminal, keeps trying, and delivers once space is back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = FaultServer(port=port)  # not started: the endpoint is down at first
+    with tmpfs(tmp_path / "disk") as disk:
+        cli_env.env["CHAT_TUI_DATA_DIR"] = str(disk / "data")
+        cli_env.env["OPENAI_BASE_URL"] = server.base_url
+        sent = cli_env.json("send", "--json", "--new", "through a full disk")
+        sync = cli_env.popen("sync", "--watch")
+        try:
+            time.sleep(1.0)  # offline: nothing to claim yet
+            db = sqlite3.connect(disk / "data" / "chat.db")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+            filler = fill(disk)
+            server.start()  # online: the claim now meets the full disk
+            time.sleep(3.0)
+            assert sync.poll() is None, "sync --watch died on a full disk"
+            filler.unlink()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not server.completed_keys():
+                time.sleep(0.1)
+            show = cli_env.json("show", "--json", str(sent["conversation_id"]))
+            states = [m["state"] for m in show["messages"]]
+            assert states == ["delivered", "complete"], states
+            assert sync.poll() is None
+        finally:
+            sync.terminate()
+            _out, err = sync.communicate(timeout=15)
+            server.stop()
+        assert "Traceback" not in err and "Logging error" not in err, err
+        assert sync.returncode == 0, err
