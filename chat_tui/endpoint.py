@@ -25,7 +25,7 @@ import logging
 import socket
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -231,6 +231,8 @@ class Endpoint:
         self._retired: set[asyncio.Task[None]] = set()
         self._resolved: dict[tuple[str, int], list[str]] = {}  # first hop → its addresses
         self._pooled = False  # a response came on this client: it may hold kept-alive connections
+        self._users: dict[httpx.AsyncClient, int] = {}  # client → requests running on it
+        self._retiring: set[httpx.AsyncClient] = set()  # dropped, closed when its last is done
         self.pool_drops = 0  # counted for the tests and benchmarks
 
     def _make_client(self) -> httpx.AsyncClient:
@@ -261,11 +263,13 @@ class Endpoint:
             transport=transport,
         )
 
-    def drop_connections(self, why: str) -> None:
-        """Forget every pooled connection: the next request connects afresh.
+    def drop_connections(self, why: str, *, abort: bool = False) -> None:
+        """Stop trusting the pooled connections: the next request connects afresh.
 
-        Requests still running on the old connections fail (as a transport
-        error, which costs no attempt); after a dead link they would anyway.
+        Requests still running on the old connections go on (each has its own
+        watchdog), unless ``abort``: after a change of the local address they are
+        dead for sure, and fail now as a transport error (no attempt charged).
+        The old client is closed once its last request is done.
         """
         if self._transport is not None:
             return  # a test's own transport: nothing pooled of ours to drop
@@ -275,11 +279,35 @@ class Endpoint:
         old, self._client = self._client, self._make_client()
         self.pool_drops += 1
         log.info("dropped pooled connections: %s", why)
-        task = asyncio.get_running_loop().create_task(old.aclose())
+        if abort or not self._users.get(old):
+            self._close_later(old)
+        else:
+            self._retiring.add(old)
+
+    def _close_later(self, client: httpx.AsyncClient) -> None:
+        self._retiring.discard(client)
+        self._users.pop(client, None)
+        task = asyncio.get_running_loop().create_task(client.aclose())
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[httpx.AsyncClient]:
+        """The current client, counted as in use for the length of one request."""
+        client = self._client
+        self._users[client] = self._users.get(client, 0) + 1
+        try:
+            yield client
+        finally:
+            left = self._users.get(client, 1) - 1
+            if client in self._users:
+                self._users[client] = left
+            if client in self._retiring and left <= 0:
+                self._close_later(client)
+
     async def aclose(self) -> None:
+        for client in list(self._retiring):
+            self._close_later(client)
         await self._client.aclose()
         if self._retired:
             await asyncio.gather(*self._retired, return_exceptions=True)
@@ -508,12 +536,13 @@ class Endpoint:
         if self.settings.stream:
             headers["Accept"] = "text/event-stream"
         try:
-            async with self._client.stream(
-                "POST", "chat/completions", json=body, headers=headers
-            ) as response:
-                self._pooled = True
-                activity.touch()
-                return await self._read_reply(response, on_delta, activity)
+            with self._using() as client:
+                async with client.stream(
+                    "POST", "chat/completions", json=body, headers=headers
+                ) as response:
+                    self._pooled = True
+                    activity.touch()
+                    return await self._read_reply(response, on_delta, activity)
         except DeliveryError as exc:
             exc.reason = self._redact(exc.reason)
             exc.args = (exc.reason,)

@@ -78,8 +78,6 @@ class Reachability:
             self._probe_at = time.monotonic() + ONLINE_RECHECK
 
     def report_unreachable(self, reason: str, *, captive: bool = False) -> None:
-        # A pooled connection made before the link broke is not trusted again.
-        self._drop_pool(f"delivery failed: {reason}")
         if self.state in ("offline", "captive") and self._probe_at > time.monotonic():
             return  # already waiting for the next probe; don't push it further out
         self._probe_at = time.monotonic() + self._schedule.next_delay()
@@ -184,13 +182,13 @@ class Reachability:
         before, self._local_address = self._local_address, address
         if before is not None and address != before:
             log.info("local address changed from %s to %s", before, address)
-            self._drop_pool(f"local address changed to {address}")
+            self._drop_pool(f"local address changed to {address}", abort=True)
             self._probe_at = 0.0
 
-    def _drop_pool(self, why: str) -> None:
+    def _drop_pool(self, why: str, *, abort: bool = False) -> None:
         drop = getattr(self._endpoint, "drop_connections", None)
         if drop is not None:  # a test's stand-in endpoint may have no pool
-            drop(why)
+            drop(why, abort=abort)
 
     def _next_probe_wall(self) -> float | None:
         if self._probing:
