@@ -333,12 +333,17 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         conversation, messages = await _load_conversation(settings, args.id)
         if args.json:
+            from .context import in_context
+
             _out(
                 json.dumps(
                     {
                         "id": conversation.id,
                         "title": conversation.title,
-                        "messages": [m.as_json() for m in messages],
+                        "messages": [
+                            m.as_json() | {"in_context": in_context(conversation, m)}
+                            for m in messages
+                        ],
                     }
                 )
             )

@@ -51,6 +51,10 @@ class Settings:
     offline_answers: bool = True
     answer_threshold: float = 85.0
     handoff_on_exit: bool = True
+    context_tokens: int = 0  # the model's context window; 0 = ask the server, learn from errors
+    reply_tokens: int = 0  # room kept for the reply; 0 = 25 % of the window, at least 256
+    # Per-model settings: [models."NAME"] context_tokens = N, reply_tokens = N
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     config_path: Path = field(default_factory=lambda: default_config_path())
 
@@ -91,8 +95,38 @@ _FILE_KEYS: dict[str, tuple[type, ...]] = {
         else (str,)
     )
     for f in fields(Settings)
-    if f.name not in ("data_dir", "config_path", "api_key")
+    if f.name not in ("data_dir", "config_path", "api_key", "models")
 }
+_MODEL_KEYS = ("context_tokens", "reply_tokens")
+
+
+def _coerce_models(path: Path, value: Any) -> dict[str, dict[str, int]]:
+    """``[models."NAME"]`` tables: per-model context settings."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: 'models' must be a table of [models.\"NAME\"] tables")
+    out: dict[str, dict[str, int]] = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [models.{json_quote(name)}] must be a table")
+        own: dict[str, int] = {}
+        for key, number in table.items():
+            if key not in _MODEL_KEYS:
+                raise ConfigError(
+                    f"{path}: unknown setting '{key}' in [models.{json_quote(name)}] "
+                    f"(known: {', '.join(_MODEL_KEYS)})"
+                )
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise ConfigError(
+                    f"{path}: '{key}' in [models.{json_quote(name)}] must be a whole number "
+                    f"of tokens, not {number!r}"
+                )
+            own[key] = number
+        out[str(name)] = own
+    return out
+
+
+def json_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -126,13 +160,16 @@ def _coerce_file_values(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{path}: 'api_key' must be a string")
             out[key] = value
             continue
+        if key == "models":
+            out[key] = _coerce_models(path, value)
+            continue
         if key == "data_dir":
             if not isinstance(value, str):
                 raise ConfigError(f"{path}: 'data_dir' must be a string")
             out[key] = Path(value).expanduser()
             continue
         if key not in _FILE_KEYS:
-            known = ", ".join(sorted([*_FILE_KEYS, "api_key", "data_dir"]))
+            known = ", ".join(sorted([*_FILE_KEYS, "api_key", "data_dir", "models"]))
             raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
         expected = _FILE_KEYS[key]
         # bool is an int subclass; don't let `max_attempts = true` through.
@@ -175,7 +212,7 @@ def _validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"'{name}' must be greater than 0")
-    for name in ("max_age", "dedup_window", "backoff_cap"):
+    for name in ("max_age", "dedup_window", "backoff_cap", "context_tokens", "reply_tokens"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"'{name}' must not be negative")
     if settings.max_attempts < 1 or settings.concurrency < 1 or settings.max_reply_chars < 1:

@@ -324,6 +324,23 @@ class Endpoint:
             latency,
         )
 
+    async def fetch_json(
+        self, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 3.0
+    ) -> Any:
+        """A small JSON side request (e.g. the server's context size); None on any failure."""
+        try:
+            response = await self._client.request(
+                method,
+                url,
+                json=body,
+                timeout=httpx.Timeout(min(self.settings.connect_timeout, timeout), read=timeout),
+            )
+            if response.status_code != 200 or not _looks_like_json(response):
+                return None
+            return json.loads(response.content[: 1024 * 1024])
+        except (httpx.HTTPError, ValueError):
+            return None
+
     # -- chat ------------------------------------------------------------------
 
     async def chat(
@@ -452,9 +469,7 @@ class Endpoint:
             result = on_delta(text)  # non-streaming: the whole reply is one delta
             if result is not None:
                 await result
-        return Reply(
-            text, str(finish), data.get("model"), capped, reasoning, read_usage(data)
-        )
+        return Reply(text, str(finish), data.get("model"), capped, reasoning, read_usage(data))
 
     def _cap(self, text: str, why: str) -> str:
         return text + CAP_MARKER.format(limit=f"{len(text):,} characters", why=why)

@@ -37,6 +37,14 @@ class ReplyDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyReasoning:
+    """Some of the model's thinking, shown apart from the answer."""
+
+    question: Message
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyStored:
     question: Message
     reply: Message
@@ -50,7 +58,9 @@ class ReplyAborted:
     error: DeliveryError
 
 
-OutboxEvent = MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAborted
+OutboxEvent = (
+    MessageChanged | ReplyStarted | ReplyDelta | ReplyReasoning | ReplyStored | ReplyAborted
+)
 Listener = Callable[[OutboxEvent], None]
 
 

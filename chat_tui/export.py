@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from .context import in_context
 from .sanitize import sanitize
 from .store import Conversation, Message
 
@@ -20,7 +21,9 @@ def to_json(conversation: Conversation, messages: list[Message]) -> str:
             "model": conversation.model,
             "system_prompt": conversation.system_prompt,
             "created_at": conversation.created_at,
-            "messages": [m.as_json() for m in messages],
+            "messages": [
+                m.as_json() | {"in_context": in_context(conversation, m)} for m in messages
+            ],
         },
         ensure_ascii=False,
         indent=2,
@@ -37,8 +40,32 @@ def to_markdown(conversation: Conversation, messages: list[Message]) -> str:
             heading += f" ({m.state})"
         if m.role == "notice" and m.meta.get("label"):
             heading = sanitize(str(m.meta["label"]))
-        lines += [f"## {heading} · {when}", "", sanitize(m.content).rstrip(), ""]
+        if m.role == "assistant":
+            heading += "".join(f" · {part}" for part in reply_labels(m))
+        lines += [f"## {heading} · {when}", ""]
+        if m.meta.get("reasoning"):
+            thinking = sanitize(str(m.meta["reasoning"])).strip().splitlines()
+            lines += ["<details><summary>Thinking</summary>", "", *thinking, "", "</details>", ""]
+        lines += [sanitize(m.content).rstrip(), ""]
     return "\n".join(lines)
+
+
+def reply_labels(m: Message) -> list[str]:
+    """What a reply's header says besides who and when: stopped, reasoning only, usage."""
+    labels = []
+    if m.state == "stopped":
+        labels.append("stopped")
+    if m.meta.get("reasoning_only"):
+        labels.append("reasoning only, no answer")
+    usage = m.meta.get("usage")
+    if isinstance(usage, dict):
+        prompt, reply = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        rate = usage.get("tokens_per_second")
+        if prompt is not None or reply is not None:
+            labels.append(f"{prompt if prompt is not None else '?'} → {reply or 0} tokens")
+        if isinstance(rate, int | float) and rate > 0:
+            labels.append(f"{rate:.1f} tok/s")
+    return labels
 
 
 def render(conversation: Conversation, messages: list[Message], fmt: str) -> str:

@@ -19,8 +19,10 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import context
 from .backoff import retry_delay
 from .config import Settings
 from .endpoint import (
@@ -28,6 +30,7 @@ from .endpoint import (
     DeliveryError,
     Endpoint,
     PermanentError,
+    Reply,
     TransientError,
     UnreachableError,
 )
@@ -37,6 +40,7 @@ from .events import (  # re-exported: the engine's events live in a light module
     OutboxEvent,
     ReplyAborted,
     ReplyDelta,
+    ReplyReasoning,
     ReplyStarted,
     ReplyStored,
 )
@@ -45,8 +49,13 @@ from .store import Claim, Message, Store, StoreError
 
 log = logging.getLogger(__name__)
 
+context_callback = Callable[[str], None]
+
 EXPIRY_SWEEP = 30.0  # seconds between max_age sweeps
 IDLE_RECHECK = 1.0  # how often an idle sender looks for work written by other processes
+STOP_POLL = 0.5  # how often a sender looks for a stop asked by another process
+STOP_ACTIONS = ("requeue", "cancel")  # what becomes of a message stopped before any reply
+USAGE_OPTION_KEY = "no_stream_options:"  # meta key: this endpoint refuses stream_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,10 @@ class Outbox:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # conversation id → send task
+        self._stops: dict[int, asyncio.Future[str]] = {}  # message id → stop asked here
+        self.context = context.ContextKeeper(settings, store, endpoint)
+        self._usage_option_checked = False
+        self._usage_option_saved = False
         self._last_sweep = 0.0
         self.delivered = 0  # counters for `sync` and the benchmarks
         self.failures = 0
@@ -120,6 +133,24 @@ class Outbox:
         self._emit(MessageChanged(message))
         self.wake()
         return message
+
+    async def stop(self, message_id: int, action: str = "requeue") -> bool:
+        """Stop a reply being generated. What came is kept as the reply, labelled
+        stopped, and the message counts as delivered; if nothing came yet, the
+        message goes back to the queue (``requeue``) or is cancelled (``cancel``).
+
+        Works for a message another process is sending too: the flag in its
+        outbox row is seen by that process within ``STOP_POLL``. False if the
+        message is not being sent.
+        """
+        if action not in STOP_ACTIONS:
+            raise ValueError(f"unknown stop action {action!r}")
+        local = self._stops.get(message_id)
+        if local is not None:
+            if not local.done():
+                local.set_result(action)
+            return True
+        return await self.store.request_stop(message_id, action)
 
     def wake(self) -> None:
         self._wake.set()
@@ -174,6 +205,13 @@ class Outbox:
             )
             if claim is None:
                 return
+            # Learn the model's window before the send starts (once per model and
+            # process), so concurrent sends don't race to ask, or past each other.
+            try:
+                await self._check_usage_option()
+                await self.context.limit_for(claim.conversation.model or self.settings.model)
+            except StoreError as exc:
+                log.info("context limits not read: %s", exc)
             cid = claim.message.conversation_id
             task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.message.id}")
             self._in_flight[cid] = task
@@ -239,39 +277,197 @@ class Outbox:
         question = claim.message
         self._emit(MessageChanged(question))
         self._emit(ReplyStarted(question))
-        conversation = claim.conversation
-        system_prompt = conversation.system_prompt or self.settings.system_prompt
-        request = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        request += claim.history
-        request.append({"role": "user", "content": question.content})
-        model = conversation.model or self.settings.model
+        model = claim.conversation.model or self.settings.model
+        parts: list[str] = []
+        thoughts: list[str] = []
 
-        renewer = asyncio.create_task(self._renew_lease(claim))
+        def on_delta(text: str) -> None:
+            parts.append(text)
+            self._emit(ReplyDelta(question, text))
+
+        def on_reasoning(text: str) -> None:
+            thoughts.append(text)
+            self._emit(ReplyReasoning(question, text))
+
+        stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._stops[question.id] = stop
+        renewer = asyncio.create_task(self._renew_lease(claim, stop))
+        request = asyncio.create_task(self._request(claim, model, on_delta, on_reasoning))
         try:
-            reply = await self.endpoint.chat(
-                request,
-                model=model,
-                idempotency_key=question.key or str(question.id),
-                on_delta=lambda text: self._emit(ReplyDelta(question, text)),
-            )
-        except DeliveryError as error:
-            await _stop(renewer)
-            self._emit(ReplyAborted(question, error))
-            await self._handle_failure(claim, error)
-            return
+            await asyncio.wait((request, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not request.done():  # the user stopped it
+                await _stop(request)
+                await _stop(renewer)
+                await self._finish_stopped(claim, stop.result(), model, parts, thoughts)
+                return
+            try:
+                reply, fitted = request.result()
+            except DeliveryError as error:
+                await _stop(renewer)
+                self._emit(ReplyAborted(question, error))
+                await self._handle_failure(claim, error)
+                return
         except asyncio.CancelledError:
             renewer.cancel()
+            request.cancel()
             self._emit(ReplyAborted(question, TransientError("stopped")))
             raise
+        finally:
+            self._stops.pop(question.id, None)
         # Wait for the renewer to be gone before completing, so its last write
         # cannot interleave with ours.
         await _stop(renewer)
         self.reachability.report_success()
+        meta: dict[str, object] = {
+            "model": reply.model or model,
+            "finish_reason": reply.finish_reason,
+        }
+        if reply.reasoning:
+            meta["reasoning"] = reply.reasoning
+            if not reply.text.strip():
+                meta["reasoning_only"] = True
+        if reply.usage is not None:
+            meta["usage"] = reply.usage.as_json()
+        if fitted.dropped_turns:
+            meta["context_dropped_turns"] = fitted.dropped_turns
+        await self._store_reply(claim, reply.text, meta, "complete", fitted)
+        if reply.usage is not None:
+            try:
+                await self.context.learn_usage(model, fitted, reply.usage.prompt_tokens)
+            except StoreError as exc:  # a calibration not saved costs nothing
+                log.info("token calibration not saved: %s", exc)
+
+    async def _request(
+        self,
+        claim: Claim,
+        model: str,
+        on_delta: context_callback,
+        on_reasoning: context_callback,
+    ) -> tuple[Reply, context.Fitted]:
+        """Fit the request into the model's window and send it; an overflow error
+        trims harder and sends again at once (no backoff, no attempt charged)."""
+        await self._check_usage_option()
+        question = claim.message
+        conversation = claim.conversation
+        system_prompt = conversation.system_prompt or self.settings.system_prompt
+        reply_tokens = self.context.reply_tokens(model)
+        max_turns: int | None = None
+        for _ in range(context.MAX_OVERFLOW_RETRIES + 1):
+            limit = await self.context.limit_for(model)
+            fitted = context.fit(
+                system_prompt,
+                claim.history,
+                question.content,
+                window=limit.window,
+                reply_tokens=reply_tokens,
+                bytes_per_token=limit.bytes_per_token,
+                max_turns=max_turns,
+            )
+            try:
+                reply = await self.endpoint.chat(
+                    fitted.messages,
+                    model=model,
+                    idempotency_key=question.key or str(question.id),
+                    on_delta=on_delta,
+                    on_reasoning=on_reasoning,
+                )
+            except (AuthError, UnreachableError):
+                raise
+            except DeliveryError as error:
+                overflow = context.parse_overflow(error.reason)
+                if overflow is None:
+                    raise
+                log.info(
+                    "message %s: context overflow with %d earlier turns (%s); trimming",
+                    question.id,
+                    fitted.kept_turns,
+                    error.reason,
+                )
+                await self.context.learn_overflow(model, overflow, fitted)
+                if fitted.kept_turns == 0:
+                    limit = await self.context.limit_for(model)
+                    raise PermanentError(
+                        context.too_long_reason(fitted, limit, reply_tokens), status=error.status
+                    ) from None
+                # Fewer turns than last time, always: the loop ends even when the
+                # error names no numbers and the estimate keeps being wrong.
+                fewer = fitted.kept_turns // 2 if overflow.limit is None else fitted.kept_turns - 1
+                max_turns = fewer if max_turns is None else min(max_turns - 1, fewer)
+                continue
+            finally:
+                await self._save_usage_option()
+            return reply, fitted
+        raise TransientError("the request still did not fit the model's context after trimming")
+
+    async def _check_usage_option(self) -> None:
+        if self._usage_option_checked:
+            return
+        self._usage_option_checked = True
+        if await self.store.get_meta(USAGE_OPTION_KEY + self.settings.base_url):
+            self.endpoint.include_usage = False
+            self._usage_option_saved = True
+
+    async def _save_usage_option(self) -> None:
+        """The endpoint refused ``stream_options``: remember it for later processes."""
+        if not self.endpoint.include_usage and not self._usage_option_saved:
+            self._usage_option_saved = True
+            with contextlib.suppress(StoreError):
+                await self.store.set_meta(USAGE_OPTION_KEY + self.settings.base_url, "1")
+
+    async def _finish_stopped(
+        self, claim: Claim, action: str, model: str, parts: list[str], thoughts: list[str]
+    ) -> None:
+        """The user stopped the reply: keep what came, or requeue/cancel if nothing did."""
+        question = claim.message
+        text = "".join(parts)
+        reasoning = "".join(thoughts)
+        if text.strip() or reasoning.strip():
+            meta: dict[str, object] = {"model": model, "finish_reason": "stopped", "stopped": True}
+            if reasoning:
+                meta["reasoning"] = reasoning
+                if not text.strip():
+                    meta["reasoning_only"] = True
+            await self._store_reply(claim, text, meta, "stopped", None)
+            log.info("message %s: reply stopped by the user after %d chars", question.id, len(text))
+            return
+        self._emit(ReplyAborted(question, TransientError("stopped by the user")))
+        updated: Message | None
+        if action == "cancel":
+            updated = await self.store.cancel_sending(question.id, self.owner)
+        else:
+            updated = await self.store.release(
+                question.id,
+                self.owner,
+                error="stopped by the user before the reply began; queued again",
+                next_attempt_at=time.time(),
+                charge_attempt=False,
+                max_attempts=self.settings.max_attempts,
+            )
+        log.info("message %s stopped before any reply: %s", question.id, action)
+        if updated is not None:
+            self._emit(MessageChanged(updated))
+
+    async def _store_reply(
+        self,
+        claim: Claim,
+        text: str,
+        meta: dict[str, object],
+        state: str,
+        fitted: context.Fitted | None,
+    ) -> None:
+        question = claim.message
+        context_from: int | None = None
+        if fitted is not None and fitted.kept_turns:
+            context_from = claim.history_seqs[len(claim.history_seqs) - fitted.kept_turns]
+        elif fitted is None and claim.history_seqs:
+            context_from = claim.conversation.context_from_seq
         stored = await self.store.complete(
             question.id,
             self.owner,
-            reply.text,
-            meta={"model": reply.model or model, "finish_reason": reply.finish_reason},
+            text,
+            meta=meta,
+            state=state,
+            context_from_seq=context_from,
         )
         if stored is None:
             log.info("message %s was taken over by another sender; reply dropped", question.id)
@@ -281,7 +477,7 @@ class Outbox:
             "message %s delivered (conversation %s, %d chars, attempt %d)",
             question.id,
             question.conversation_id,
-            len(reply.text),
+            len(text),
             question.attempts + 1,
         )
         # What the database now holds, without reading it back.
@@ -296,13 +492,21 @@ class Outbox:
         self._emit(MessageChanged(delivered))
         self._emit(ReplyStored(delivered, stored))
 
-    async def _renew_lease(self, claim: Claim) -> None:
-        """Keep the lease while a long reply streams, so nobody else takes it over."""
+    async def _renew_lease(self, claim: Claim, stop: asyncio.Future[str]) -> None:
+        """Keep the lease while a long reply streams, so nobody else takes it over,
+        and notice a stop asked by another process (`chat-tui cancel`, a second TUI)."""
         interval = self.settings.lease_seconds / 3
+        renewed = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
-            expires = time.time() + self.settings.lease_seconds
+            await asyncio.sleep(min(STOP_POLL, interval))
             try:
+                action = await self.store.stop_requested(claim.message.id, self.owner)
+                if action and not stop.done():
+                    stop.set_result(action if action in STOP_ACTIONS else "requeue")
+                if time.monotonic() - renewed < interval:
+                    continue
+                renewed = time.monotonic()
+                expires = time.time() + self.settings.lease_seconds
                 if not await self.store.renew_lease(claim.message.id, self.owner, expires):
                     return
             except StoreError:

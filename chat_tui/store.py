@@ -55,6 +55,10 @@ class Conversation:
     system_prompt: str | None
     created_at: float
     updated_at: float
+    # The user-message seqs that bound the last request's context (the oldest
+    # turn sent, and the question): where the model's memory starts.
+    context_from_seq: int | None = None
+    context_to_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +79,8 @@ class Message:
     next_attempt_at: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The shape `chat-tui show --json` promises."""
-        return {
+        """The shape `chat-tui show --json` promises (replies add reasoning and usage)."""
+        data = {
             "id": self.id,
             "role": self.role,
             "content": self.content,
@@ -84,6 +88,10 @@ class Message:
             "created_at": self.created_at,
             "error": self.error,
         }
+        # A reply's thinking and token usage (null for other messages).
+        data["reasoning"] = self.meta.get("reasoning") or None
+        data["usage"] = self.meta.get("usage") if self.role == "assistant" else None
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,7 @@ class Claim:
     history: list[dict[str, str]]  # earlier delivered turns, oldest first, excluding this one
     owner: str
     lease_expires: float
+    history_seqs: list[int] = field(default_factory=list)  # each history pair's user seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +215,26 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
 END;
 """
 
+# Context windows, stopping a reply: what was learned about each model's window
+# (per endpoint and model), which turns the last request carried, and a stop
+# flag the lease holder polls (so `cancel` from another process stops a send).
+SCHEMA_V2_CONTEXT = """
+CREATE TABLE context_limits (
+    endpoint        TEXT NOT NULL,
+    model           TEXT NOT NULL,
+    window          INTEGER,
+    source          TEXT,
+    bytes_per_token REAL,
+    updated_at      REAL NOT NULL,
+    PRIMARY KEY (endpoint, model)
+);
+ALTER TABLE conversations ADD COLUMN context_from_seq INTEGER;
+ALTER TABLE conversations ADD COLUMN context_to_seq INTEGER;
+ALTER TABLE outbox ADD COLUMN stop_requested TEXT;
+"""
+
 # Each entry upgrades the schema by one version; append, never edit.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_CONTEXT]
 
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.role, m.content, m.state, m.created_at, m.updated_at, "
@@ -244,6 +271,8 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         system_prompt=row["system_prompt"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        context_from_seq=row["context_from_seq"],
+        context_to_seq=row["context_to_seq"],
     )
 
 
@@ -661,7 +690,8 @@ class Store:
             message_id = row["id"]
             expires = now + lease_seconds
             await db.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_expires = ? WHERE message_id = ?",
+                "UPDATE outbox SET lease_owner = ?, lease_expires = ?, stop_requested = NULL "
+                "WHERE message_id = ?",
                 (owner, expires, message_id),
             )
             await db.execute(
@@ -676,7 +706,7 @@ class Store:
             conversation = _conversation(await cur.fetchone())  # type: ignore[arg-type]
             cur = await db.execute(
                 """
-                SELECT u.content AS question, a.content AS answer
+                SELECT u.content AS question, a.content AS answer, u.seq
                 FROM messages u JOIN messages a
                   ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
                  AND a.role = 'assistant'
@@ -687,10 +717,12 @@ class Store:
                 (REPLY_OFFSET, message.conversation_id, message.seq),
             )
             history: list[dict[str, str]] = []
+            seqs: list[int] = []
             for turn in await cur.fetchall():
                 history.append({"role": "user", "content": turn["question"]})
                 history.append({"role": "assistant", "content": turn["answer"]})
-        return Claim(message, conversation, history, owner, expires)
+                seqs.append(turn["seq"])
+        return Claim(message, conversation, history, owner, expires, seqs)
 
     async def renew_lease(self, message_id: int, owner: str, expires: float) -> bool:
         async with self._write() as db:
@@ -701,7 +733,14 @@ class Store:
             return cur.rowcount == 1
 
     async def complete(
-        self, message_id: int, owner: str, reply: str, *, meta: dict[str, Any] | None = None
+        self,
+        message_id: int,
+        owner: str,
+        reply: str,
+        *,
+        meta: dict[str, Any] | None = None,
+        state: str = "complete",
+        context_from_seq: int | None = None,
     ) -> Message | None:
         """Store the reply, mark the question delivered, drop the outbox entry.
 
@@ -725,11 +764,12 @@ class Store:
                 return None
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, 'complete', ?, ?, ?, ?)",
+                "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?)",
                 (
                     question["conversation_id"],
                     question["seq"] + REPLY_OFFSET,
                     reply,
+                    state,
                     now,
                     now,
                     message_id,
@@ -744,8 +784,14 @@ class Store:
             )
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
             await db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?",
-                (now, question["conversation_id"]),
+                "UPDATE conversations SET updated_at = ?, context_from_seq = ?, "
+                "context_to_seq = ? WHERE id = ?",
+                (
+                    now,
+                    question["seq"] if context_from_seq is None else context_from_seq,
+                    question["seq"],
+                    question["conversation_id"],
+                ),
             )
         assert reply_id is not None
         return Message(
@@ -754,7 +800,7 @@ class Store:
             seq=question["seq"] + REPLY_OFFSET,
             role="assistant",
             content=reply,
-            state="complete",
+            state=state,
             created_at=now,
             updated_at=now,
             reply_to=message_id,
@@ -878,14 +924,29 @@ class Store:
         assert result is not None
         return result
 
-    async def cancel(self, message_id: int) -> Message:
-        """Cancel a message that is not being sent; it stays in history, marked."""
-        now = time.time()
+    async def cancel(self, message_id: int, *, now: float | None = None) -> Message:
+        """Cancel a message; it stays in history, marked.
+
+        A message being sent under a live lease is not changed here: its
+        sender is asked to stop (``request_stop``) and finishes the cancel
+        itself, within about a second. The returned message is then still
+        ``sending``.
+        """
+        now = time.time() if now is None else now
         async with self._write() as db:
             message = await self._fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no queued message with id {message_id}")
-            if message.state not in ("queued", "failed", "expired"):
+            if message.state == "sending":
+                cur = await db.execute(
+                    "UPDATE outbox SET stop_requested = 'cancel' WHERE message_id = ? "
+                    "AND lease_owner IS NOT NULL AND lease_expires > ?",
+                    (message_id, now),
+                )
+                if cur.rowcount == 1:
+                    return message
+                # Its sender is gone (lease expired): cancel it here.
+            elif message.state not in ("queued", "failed", "expired"):
                 raise StoreError(f"message {message_id} is {message.state}; it cannot be cancelled")
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
             await db.execute(
@@ -895,6 +956,77 @@ class Store:
             result = await self._fetch_message(db, message_id)
         assert result is not None
         return result
+
+    async def request_stop(self, message_id: int, action: str) -> bool:
+        """Ask whoever is sending a message to stop (``action``: ``requeue`` or
+        ``cancel`` if nothing came yet; what came is kept as a stopped reply)."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET stop_requested = ? WHERE message_id = ? "
+                "AND lease_owner IS NOT NULL",
+                (action, message_id),
+            )
+            return cur.rowcount == 1
+
+    async def stop_requested(self, message_id: int, owner: str) -> str | None:
+        """The stop asked for a message this owner is sending, if any (polled)."""
+        async with self._read():
+            return await self._scalar(
+                "SELECT stop_requested FROM outbox WHERE message_id = ? AND lease_owner = ?",
+                (message_id, owner),
+            )
+
+    async def cancel_sending(self, message_id: int, owner: str) -> Message | None:
+        """The sender's half of a cancel: the message stopped before any reply came."""
+        now = time.time()
+        async with self._write() as db:
+            cur = await db.execute(
+                "DELETE FROM outbox WHERE message_id = ? AND lease_owner = ?", (message_id, owner)
+            )
+            if cur.rowcount != 1:
+                return None
+            await db.execute(
+                "UPDATE messages SET state = 'cancelled', error = NULL, updated_at = ? "
+                "WHERE id = ?",
+                (now, message_id),
+            )
+            return await self._fetch_message(db, message_id)
+
+    async def context_limit(
+        self, endpoint: str, model: str
+    ) -> tuple[int | None, str, float] | None:
+        """What was learned of a model's context: (window, source, bytes per token)."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT window, source, bytes_per_token FROM context_limits "
+                "WHERE endpoint = ? AND model = ?",
+                (endpoint, model),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return row["window"], row["source"] or "unknown", row["bytes_per_token"]
+
+    async def save_context_limit(
+        self,
+        endpoint: str,
+        model: str,
+        *,
+        window: int | None = None,
+        source: str | None = None,
+        bytes_per_token: float | None = None,
+    ) -> None:
+        """Remember a model's window and/or token ratio (None keeps what is stored)."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO context_limits (endpoint, model, window, source, bytes_per_token, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(endpoint, model) DO UPDATE SET "
+                "window = COALESCE(excluded.window, window), "
+                "source = COALESCE(excluded.source, source), "
+                "bytes_per_token = COALESCE(excluded.bytes_per_token, bytes_per_token), "
+                "updated_at = excluded.updated_at",
+                (endpoint, model, window, source, bytes_per_token, time.time()),
+            )
 
     async def next_due(self) -> float | None:
         """When the earliest queued message is due (for sleeping the sender).

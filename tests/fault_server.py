@@ -569,9 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         is_models = method == "GET" and path == "/v1/models"
         is_chat = method == "POST" and path == "/v1/chat/completions"
         if method == "GET" and path == "/props" and fs.report_context and fs.context_tokens:
-            self._send_json(
-                200, {"default_generation_settings": {"n_ctx": fs.context_tokens}}
-            )
+            self._send_json(200, {"default_generation_settings": {"n_ctx": fs.context_tokens}})
             return "props"
         if not (is_models or is_chat):
             self._send_error_json(404, f"no route for {method} {path}", "invalid_request_error")
@@ -598,7 +596,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
         if fs.reject_stream_options and "stream_options" in body:
             self._send_error_json(
-                400, "Unrecognized request argument supplied: stream_options", "invalid_request_error"
+                400,
+                "Unrecognized request argument supplied: stream_options",
+                "invalid_request_error",
             )
             return "bad_request"
         used = self._prompt_tokens = prompt_tokens(body)

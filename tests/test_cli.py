@@ -111,7 +111,17 @@ def test_sync_once_delivers_and_show_json_shape(cli_env: CliEnv, fault_server: F
     assert set(conv) == {"id", "title", "messages"}
     assert conv["id"] == a["conversation_id"] and conv["title"] == "first question"
     for m in conv["messages"]:
-        assert set(m) == {"id", "role", "content", "state", "created_at", "error"}
+        assert set(m) == {
+            "id",
+            "role",
+            "content",
+            "state",
+            "created_at",
+            "error",
+            "reasoning",
+            "usage",
+            "in_context",
+        }
         assert isinstance(m["created_at"], float)
     # --once takes what is deliverable now: the follow-up may need a second pass.
     cli_env.run("sync", "--once", check=True)
