@@ -26,7 +26,7 @@ from .config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .store import Conversation, Message
+    from .store import Conversation, Message, Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
 
@@ -420,6 +420,22 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run())
 
 
+async def _wait_for_stop(store: Store, message: Message, seconds: float = 5.0) -> Message:
+    """A message being sent: its sender (any process) notices the stop within a
+    second and settles it; wait for that, bounded."""
+    _out(f"message {message.id} is being sent; asking its sender to stop…")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        current = await store.get_message(message.id)
+        if current is not None and current.state != "sending":
+            return current
+    raise CliError(
+        f"message {message.id} is still being sent; its sender has not answered the stop "
+        "(it stops when its lease runs out, or run `chat-tui cancel` again)"
+    )
+
+
 def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> int:
@@ -431,7 +447,12 @@ def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
                     message = await change(args.id)
                 except StoreError as exc:
                     raise CliError(str(exc)) from None
-            _out(f"message {message.id} is now {message.state}")
+                if action == "cancel" and message.state == "sending":
+                    message = await _wait_for_stop(store, message)
+            if action == "cancel" and message.state == "delivered":
+                _out(f"message {message.id} was being answered: stopped, the reply so far kept")
+            else:
+                _out(f"message {message.id} is now {message.state}")
             return EXIT_OK
 
         return _run(run())
@@ -580,8 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "cancel",
         parents=[common],
-        help="cancel a queued message",
-        description="Cancel a queued, failed or expired message (kept in history).",
+        help="cancel a queued message, or stop one being sent",
+        description="Cancel a queued, failed or expired message (kept in history). A message "
+        "being sent is stopped, whichever process sends it: a reply already streaming is kept "
+        "as the reply, labelled stopped; with no reply yet, the message is cancelled.",
     )
     p.add_argument("id", type=int, help="message id (see `chat-tui status`)")
     p.set_defaults(func=_queue_action("cancel"))
