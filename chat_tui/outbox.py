@@ -44,6 +44,7 @@ from .events import (  # re-exported: the engine's events live in a light module
     ReplyStarted,
     ReplyStored,
 )
+from .links import Link, Links
 from .reachability import Reachability
 from .store import Claim, Message, Store, StoreError
 
@@ -54,6 +55,7 @@ context_callback = Callable[[str], None]
 EXPIRY_SWEEP = 30.0  # seconds between max_age sweeps
 IDLE_RECHECK = 1.0  # how often an idle sender looks for work written by other processes
 STOP_POLL = 0.5  # how often a sender looks for a stop asked by another process
+PENDING_ENDPOINTS_RECHECK = 1.0  # seconds between looks for endpoints queued messages wait for
 STOP_ACTIONS = ("requeue", "cancel")  # what becomes of a message stopped before any reply
 USAGE_OPTION_KEY = "no_stream_options:"  # meta key: this endpoint refuses stream_options
 
@@ -90,42 +92,58 @@ class Outbox:
         listener: Listener | None = None,
         owner: str | None = None,
         rng: random.Random | None = None,
+        links: Links | None = None,
     ) -> None:
         self.store = store
         self.endpoint = endpoint
         self.reachability = reachability
         self.settings = settings
+        # Each conversation's endpoint: the default one is ``endpoint`` above.
+        self.links = links or Links(settings, store, default=(endpoint, reachability))
         self.owner = owner or make_owner_id()
         self._listener = listener
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # conversation id → send task
         self._stops: dict[int, asyncio.Future[str]] = {}  # message id → stop asked here
-        self.context = context.ContextKeeper(settings, store, endpoint)
-        self._usage_option_checked = False
-        self._usage_option_saved = False
+        self.context = self.links.default.context
         self._last_sweep = 0.0
+        self._last_pending_check = 0.0
         self.delivered = 0  # counters for `sync` and the benchmarks
         self.failures = 0
 
     # -- the user's side --------------------------------------------------------------------
 
-    async def submit(self, conversation_id: int | None, text: str) -> SubmitResult:
-        """Queue a message durably. Returns after the commit; raises StoreError if it can't."""
+    async def submit(
+        self, conversation_id: int | None, text: str, *, endpoint: str | None = None
+    ) -> SubmitResult:
+        """Queue a message durably. Returns after the commit; raises StoreError if it can't.
+
+        ``endpoint``: the endpoint a new conversation belongs to (None: the default).
+        """
         message, duplicate = await self.store.enqueue(
-            conversation_id, text, dedup_window=self.settings.dedup_window
+            conversation_id, text, dedup_window=self.settings.dedup_window, endpoint=endpoint
         )
         if not duplicate:
             self._emit(MessageChanged(message))
         self.wake()
-        self.reachability.probe_now()
+        self.links.probe_now()
         return SubmitResult(message, duplicate)
+
+    async def resend(self, message_id: int, *, text: str | None = None) -> Message:
+        """Regenerate the last reply, or send the last question again edited: the turn
+        as it was is kept as a version, and the question takes the one path."""
+        message = await self.store.resend_turn(message_id, text=text)
+        self._emit(MessageChanged(message))
+        self.wake()
+        self.links.probe_now()
+        return message
 
     async def retry(self, message_id: int, *, text: str | None = None) -> Message:
         message = await self.store.retry(message_id, text=text)
         self._emit(MessageChanged(message))
         self.wake()
-        self.reachability.probe_now()
+        self.links.probe_now()
         return message
 
     async def cancel(self, message_id: int) -> Message:
@@ -171,7 +189,8 @@ class Outbox:
         try:
             while True:
                 await self._sweep_expired()
-                if self.reachability.online:
+                await self._watch_pending_endpoints()
+                if self.links.any_online:
                     await self._fill_slots()
                 if until_empty and not self._in_flight and await self.store.waiting_count() == 0:
                     return
@@ -192,24 +211,40 @@ class Outbox:
             if not self._in_flight:
                 return self.delivered - before
             await asyncio.wait(self._in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
-            if not self.reachability.online:
+            if not self.links.any_online:
                 await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
                 return self.delivered - before
 
+    async def _watch_pending_endpoints(self) -> None:
+        """Make sure every endpoint that queued messages wait for is watched."""
+        now = time.monotonic()
+        if now - self._last_pending_check < PENDING_ENDPOINTS_RECHECK:
+            return
+        self._last_pending_check = now
+        try:
+            names = await self.store.pending_endpoints()
+        except StoreError:
+            return
+        for name in names:
+            if self.links.configured(name):
+                self.links.get(name)
+
     async def _fill_slots(self) -> None:
-        while len(self._in_flight) < self.settings.concurrency and self.reachability.online:
+        while len(self._in_flight) < self.settings.concurrency and self.links.any_online:
             claim = await self.store.claim_next(
                 self.owner,
                 lease_seconds=self.settings.lease_seconds,
                 exclude_conversations=self._in_flight.keys(),
+                endpoints=self.links.online_names(),
             )
             if claim is None:
                 return
+            link = self.links.for_conversation(claim.conversation)
             # Learn the model's window before the send starts (once per model and
             # process), so concurrent sends don't race to ask, or past each other.
             try:
-                await self._check_usage_option()
-                await self.context.limit_for(claim.conversation.model or self.settings.model)
+                await self._check_usage_option(link)
+                await link.context.limit_for(claim.conversation.model or link.model)
             except StoreError as exc:
                 log.info("context limits not read: %s", exc)
             cid = claim.message.conversation_id
@@ -229,13 +264,13 @@ class Outbox:
         timeout = IDLE_RECHECK
         # With every slot busy a due message cannot be claimed anyway; a
         # finishing send wakes us. (Waiting for its due time here would spin.)
-        if self.reachability.online and len(self._in_flight) < self.settings.concurrency:
-            due = await self.store.next_due()
+        if self.links.any_online and len(self._in_flight) < self.settings.concurrency:
+            due = await self.store.next_due(self.links.online_names())
             if due is not None:
                 timeout = min(timeout, max(0.0, due - time.time()))
         waiters = [
             asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self.reachability.wait_change()),
+            asyncio.ensure_future(self.links.wait_change()),
         ]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -277,7 +312,8 @@ class Outbox:
         question = claim.message
         self._emit(MessageChanged(question))
         self._emit(ReplyStarted(question))
-        model = claim.conversation.model or self.settings.model
+        link = self.links.for_conversation(claim.conversation)
+        model = claim.conversation.model or link.model
         parts: list[str] = []
         thoughts: list[str] = []
 
@@ -292,7 +328,7 @@ class Outbox:
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._stops[question.id] = stop
         renewer = asyncio.create_task(self._renew_lease(claim, stop))
-        request = asyncio.create_task(self._request(claim, model, on_delta, on_reasoning))
+        request = asyncio.create_task(self._request(claim, link, model, on_delta, on_reasoning))
         try:
             await asyncio.wait((request, stop), return_when=asyncio.FIRST_COMPLETED)
             if not request.done():  # the user stopped it
@@ -317,7 +353,7 @@ class Outbox:
         # Wait for the renewer to be gone before completing, so its last write
         # cannot interleave with ours.
         await _stop(renewer)
-        self.reachability.report_success()
+        link.reachability.report_success()
         meta: dict[str, object] = {
             "model": reply.model or model,
             "finish_reason": reply.finish_reason,
@@ -333,27 +369,32 @@ class Outbox:
         await self._store_reply(claim, reply.text, meta, "complete", fitted)
         if reply.usage is not None:
             try:
-                await self.context.learn_usage(model, fitted, reply.usage.prompt_tokens)
+                await link.context.learn_usage(model, fitted, reply.usage.prompt_tokens)
             except StoreError as exc:  # a calibration not saved costs nothing
                 log.info("token calibration not saved: %s", exc)
 
     async def _request(
         self,
         claim: Claim,
+        link: Link,
         model: str,
         on_delta: context_callback,
         on_reasoning: context_callback,
+        *,
+        idempotency_key: str | None = None,
     ) -> tuple[Reply, context.Fitted]:
         """Fit the request into the model's window and send it; an overflow error
-        trims harder and sends again at once (no backoff, no attempt charged)."""
-        await self._check_usage_option()
+        trims harder and sends again at once (no backoff, no attempt charged).
+
+        Also asks a fallback endpoint (``link`` is then the fallback's)."""
+        await self._check_usage_option(link)
         question = claim.message
         conversation = claim.conversation
         system_prompt = conversation.system_prompt or self.settings.system_prompt
-        reply_tokens = self.context.reply_tokens(model)
+        reply_tokens = link.context.reply_tokens(model)
         max_turns: int | None = None
         for _ in range(context.MAX_OVERFLOW_RETRIES + 1):
-            limit = await self.context.limit_for(model)
+            limit = await link.context.limit_for(model)
             fitted = context.fit(
                 system_prompt,
                 claim.history,
@@ -364,10 +405,10 @@ class Outbox:
                 max_turns=max_turns,
             )
             try:
-                reply = await self.endpoint.chat(
+                reply = await link.endpoint.chat(
                     fitted.messages,
                     model=model,
-                    idempotency_key=question.key or str(question.id),
+                    idempotency_key=idempotency_key or question.key or str(question.id),
                     on_delta=on_delta,
                     on_reasoning=on_reasoning,
                 )
@@ -383,9 +424,9 @@ class Outbox:
                     fitted.kept_turns,
                     error.reason,
                 )
-                await self.context.learn_overflow(model, overflow, fitted)
+                await link.context.learn_overflow(model, overflow, fitted)
                 if fitted.kept_turns == 0:
-                    limit = await self.context.limit_for(model)
+                    limit = await link.context.limit_for(model)
                     raise PermanentError(
                         context.too_long_reason(fitted, limit, reply_tokens), status=error.status
                     ) from None
@@ -395,24 +436,40 @@ class Outbox:
                 max_turns = fewer if max_turns is None else min(max_turns - 1, fewer)
                 continue
             finally:
-                await self._save_usage_option()
+                await self._save_usage_option(link)
             return reply, fitted
         raise TransientError("the request still did not fit the model's context after trimming")
 
-    async def _check_usage_option(self) -> None:
-        if self._usage_option_checked:
-            return
-        self._usage_option_checked = True
-        if await self.store.get_meta(USAGE_OPTION_KEY + self.settings.base_url):
-            self.endpoint.include_usage = False
-            self._usage_option_saved = True
+    async def ask(
+        self,
+        claim: Claim,
+        link: Link,
+        model: str,
+        on_delta: context_callback,
+        on_reasoning: context_callback,
+        *,
+        idempotency_key: str,
+    ) -> tuple[Reply, context.Fitted]:
+        """One request through the same path as a delivery (fitting, overflow
+        trimming, caps), with no lease and no store write: a fallback answer."""
+        return await self._request(
+            claim, link, model, on_delta, on_reasoning, idempotency_key=idempotency_key
+        )
 
-    async def _save_usage_option(self) -> None:
+    async def _check_usage_option(self, link: Link) -> None:
+        if link.usage_option_checked:
+            return
+        link.usage_option_checked = True
+        if await self.store.get_meta(USAGE_OPTION_KEY + link.settings.base_url):
+            link.endpoint.include_usage = False
+            link.usage_option_saved = True
+
+    async def _save_usage_option(self, link: Link) -> None:
         """The endpoint refused ``stream_options``: remember it for later processes."""
-        if not self.endpoint.include_usage and not self._usage_option_saved:
-            self._usage_option_saved = True
+        if not link.endpoint.include_usage and not link.usage_option_saved:
+            link.usage_option_saved = True
             with contextlib.suppress(StoreError):
-                await self.store.set_meta(USAGE_OPTION_KEY + self.settings.base_url, "1")
+                await self.store.set_meta(USAGE_OPTION_KEY + link.settings.base_url, "1")
 
     async def _finish_stopped(
         self, claim: Claim, action: str, model: str, parts: list[str], thoughts: list[str]
@@ -514,6 +571,7 @@ class Outbox:
 
     async def _handle_failure(self, claim: Claim, error: DeliveryError) -> None:
         message_id = claim.message.id
+        reachability = self.links.for_conversation(claim.conversation).reachability
         self.failures += 1
         # The reason is the server's or the network's words, never the message text.
         log.info("message %s not delivered: %s: %s", message_id, error.kind, error.reason)
@@ -522,7 +580,7 @@ class Outbox:
         if isinstance(error, PermanentError):
             updated = await self.store.fail(message_id, self.owner, error.reason)
         elif isinstance(error, AuthError):
-            self.reachability.report_auth_error(error.reason)
+            reachability.report_auth_error(error.reason)
             updated = await self.store.release(
                 message_id,
                 self.owner,
@@ -532,7 +590,7 @@ class Outbox:
                 max_attempts=self.settings.max_attempts,
             )
         elif isinstance(error, UnreachableError):
-            self.reachability.report_unreachable(error.reason, captive=error.captive)
+            reachability.report_unreachable(error.reason, captive=error.captive)
             updated = await self.store.release(
                 message_id,
                 self.owner,
@@ -544,7 +602,7 @@ class Outbox:
         else:
             assert isinstance(error, TransientError)
             if error.network:
-                self.reachability.report_unreachable(error.reason)
+                reachability.report_unreachable(error.reason)
             delay = retry_delay(
                 claim.message.attempts,
                 error.retry_after,

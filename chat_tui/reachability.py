@@ -37,7 +37,9 @@ class Reachability:
         *,
         probe_cap: float = 15.0,
         on_change: Callable[[ReachabilityState], None] | None = None,
+        name: str = "default",
     ) -> None:
+        self.name = name
         self._endpoint = endpoint
         self._schedule = ProbeSchedule(first=min(1.0, probe_cap), cap=probe_cap)
         self._on_change = on_change
@@ -46,7 +48,7 @@ class Reachability:
         self._changed = asyncio.Condition()
         self._probe_at = 0.0  # monotonic; 0 = probe now
         self._probing = False
-        self.current = ReachabilityState("unknown", "", time.time(), None)
+        self.current = ReachabilityState("unknown", "", time.time(), None, name)
 
     @property
     def state(self) -> str:
@@ -143,8 +145,8 @@ class Reachability:
             return
         since = time.time() if changed else self.current.since
         if changed:
-            log.info("endpoint %s: %s", state, detail)
-        self.current = ReachabilityState(state, detail, since, self._next_probe_wall())
+            log.info("endpoint %s %s: %s", self.name, state, detail)
+        self.current = ReachabilityState(state, detail, since, self._next_probe_wall(), self.name)
         if state == "online":
             self._online.set()
         else:
@@ -160,6 +162,7 @@ class Reachability:
                 self.current.detail,
                 self.current.since,
                 self._next_probe_wall(),
+                self.name,
             )
         if self._on_change is not None:
             self._on_change(self.current)

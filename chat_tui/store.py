@@ -59,6 +59,9 @@ class Conversation:
     # turn sent, and the question): where the model's memory starts.
     context_from_seq: int | None = None
     context_to_seq: int | None = None
+    endpoint: str | None = None  # the named endpoint; None: the default (flat settings)
+    branch_of: int | None = None  # the conversation this one was branched from
+    branch_seq: int | None = None  # …at the user message with this seq (edited here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +236,34 @@ ALTER TABLE conversations ADD COLUMN context_to_seq INTEGER;
 ALTER TABLE outbox ADD COLUMN stop_requested TEXT;
 """
 
+# Named endpoints, versions and branches: each conversation belongs to one endpoint
+# (NULL: the default); a regenerated or edited turn keeps its earlier versions in
+# turn_versions (the messages table holds the version shown, the one sent as
+# context); a branch remembers where it came from.
+SCHEMA_V3_ENDPOINTS = """
+ALTER TABLE conversations ADD COLUMN endpoint TEXT;
+ALTER TABLE conversations ADD COLUMN branch_of INTEGER;
+ALTER TABLE conversations ADD COLUMN branch_seq INTEGER;
+CREATE TABLE turn_versions (
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    version         INTEGER NOT NULL,
+    question        TEXT    NOT NULL,
+    reply           TEXT,
+    reply_state     TEXT,
+    reply_meta      TEXT,
+    created_at      REAL    NOT NULL,
+    PRIMARY KEY (conversation_id, seq, version)
+);
+"""
+
 # Each entry upgrades the schema by one version; append, never edit.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_CONTEXT]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_CONTEXT, SCHEMA_V3_ENDPOINTS]
+
+DEFAULT_ENDPOINT = "default"  # what a conversation with endpoint NULL uses
+_ENDPOINT_OF = (
+    "COALESCE((SELECT c.endpoint FROM conversations c WHERE c.id = m.conversation_id), 'default')"
+)
 
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.role, m.content, m.state, m.created_at, m.updated_at, "
@@ -273,6 +302,9 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         updated_at=row["updated_at"],
         context_from_seq=row["context_from_seq"],
         context_to_seq=row["context_to_seq"],
+        endpoint=row["endpoint"],
+        branch_of=row["branch_of"],
+        branch_seq=row["branch_seq"],
     )
 
 
@@ -434,20 +466,28 @@ class Store:
         now: float,
         model: str | None = None,
         system_prompt: str | None = None,
+        endpoint: str | None = None,
     ) -> int:
         cur = await db.execute(
-            "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (title, model, system_prompt, now, now),
+            "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at, "
+            "endpoint) VALUES (?, ?, ?, ?, ?, ?)",
+            (title, model, system_prompt, now, now, _endpoint_value(endpoint)),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     async def create_conversation(
-        self, title: str = "", *, model: str | None = None, system_prompt: str | None = None
+        self,
+        title: str = "",
+        *,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        endpoint: str | None = None,
     ) -> Conversation:
         async with self._write() as db:
-            cid = await self._insert_conversation(db, title, time.time(), model, system_prompt)
+            cid = await self._insert_conversation(
+                db, title, time.time(), model, system_prompt, endpoint
+            )
         conv = await self.get_conversation(cid)
         assert conv is not None
         return conv
@@ -480,6 +520,31 @@ class Store:
                 (model or None, system_prompt or None, conversation_id),
             )
 
+    async def set_endpoint(
+        self, conversation_id: int, endpoint: str | None, *, model: str | None = None
+    ) -> None:
+        """Move a conversation to another endpoint (and model; None: that endpoint's).
+
+        Its queued messages go to the new endpoint: delivery reads the
+        conversation's endpoint at each claim.
+        """
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE conversations SET endpoint = ?, model = ? WHERE id = ?",
+                (_endpoint_value(endpoint), model or None, conversation_id),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no conversation with id {conversation_id}")
+
+    async def pending_endpoints(self) -> list[str]:
+        """The endpoints that messages in the outbox are waiting for."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT DISTINCT COALESCE(c.endpoint, 'default') AS name FROM outbox o "
+                "JOIN conversations c ON c.id = o.conversation_id"
+            )
+            return [r["name"] for r in await cur.fetchall()]
+
     async def delete_conversation(self, conversation_id: int) -> None:
         async with self._write() as db:
             await db.execute("DELETE FROM outbox WHERE conversation_id = ?", (conversation_id,))
@@ -496,19 +561,23 @@ class Store:
         *,
         dedup_window: float = 0.0,
         now: float | None = None,
+        endpoint: str | None = None,
     ) -> tuple[Message, bool]:
         """Store a user message and its outbox entry in one transaction.
 
         Returns ``(message, is_duplicate)``. When the same text is still queued
         in the conversation and was queued within ``dedup_window`` seconds, the
         existing message is returned and nothing is written. With
-        ``conversation_id=None`` a conversation is created, titled from the text.
+        ``conversation_id=None`` a conversation is created, titled from the text
+        (on ``endpoint``, None: the default).
         """
         now = time.time() if now is None else now
         async with self._write() as db:
             new_conversation = conversation_id is None
             if conversation_id is None:
-                conversation_id = await self._insert_conversation(db, title_from(text), now)
+                conversation_id = await self._insert_conversation(
+                    db, title_from(text), now, endpoint=endpoint
+                )
             else:
                 cur = await db.execute(
                     "SELECT title FROM conversations WHERE id = ?", (conversation_id,)
@@ -657,17 +726,24 @@ class Store:
         lease_seconds: float,
         now: float | None = None,
         exclude_conversations: Iterable[int] = (),
+        endpoints: Iterable[str] | None = None,
     ) -> Claim | None:
         """Lease the oldest deliverable message, or return None.
 
         Deliverable: queued (or ``sending`` under an expired lease: its holder
         died), due, and every earlier user message of its conversation settled.
+        ``endpoints``: only conversations on these endpoints (the ones online).
         """
         now = time.time() if now is None else now
         excluded = tuple(exclude_conversations)
         not_in = (
             f"AND m.conversation_id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         )
+        on, names = _endpoint_filter(endpoints)
+        if on is None:
+            return None
+        not_in += on
+        excluded += names
         async with self._write() as db:
             cur = await db.execute(
                 f"""
@@ -704,25 +780,38 @@ class Store:
                 "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
             )
             conversation = _conversation(await cur.fetchone())  # type: ignore[arg-type]
-            cur = await db.execute(
-                """
-                SELECT u.content AS question, a.content AS answer, u.seq
-                FROM messages u JOIN messages a
-                  ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
-                 AND a.role = 'assistant'
-                WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
-                  AND u.seq < ?
-                ORDER BY u.seq
-                """,
-                (REPLY_OFFSET, message.conversation_id, message.seq),
-            )
-            history: list[dict[str, str]] = []
-            seqs: list[int] = []
-            for turn in await cur.fetchall():
-                history.append({"role": "user", "content": turn["question"]})
-                history.append({"role": "assistant", "content": turn["answer"]})
-                seqs.append(turn["seq"])
+            history, seqs = await self._history(db, message)
         return Claim(message, conversation, history, owner, expires, seqs)
+
+    async def _history(
+        self, db: aiosqlite.Connection, message: Message
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """The turns a request for ``message`` carries: each delivered question before it
+        with its reply. Notices (offline and fallback answers) are never part of it."""
+        cur = await db.execute(
+            """
+            SELECT u.content AS question, a.content AS answer, u.seq
+            FROM messages u JOIN messages a
+              ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
+             AND a.role = 'assistant'
+            WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
+              AND u.seq < ?
+            ORDER BY u.seq
+            """,
+            (REPLY_OFFSET, message.conversation_id, message.seq),
+        )
+        history: list[dict[str, str]] = []
+        seqs: list[int] = []
+        for turn in await cur.fetchall():
+            history.append({"role": "user", "content": turn["question"]})
+            history.append({"role": "assistant", "content": turn["answer"]})
+            seqs.append(turn["seq"])
+        return history, seqs
+
+    async def history_for(self, message: Message) -> tuple[list[dict[str, str]], list[int]]:
+        """What a request for ``message`` would carry (a fallback answer asks with it)."""
+        async with self._read() as db:
+            return await self._history(db, message)
 
     async def renew_lease(self, message_id: int, owner: str, expires: float) -> bool:
         async with self._write() as db:
@@ -992,6 +1081,247 @@ class Store:
             )
             return await self._fetch_message(db, message_id)
 
+    # -- versions and branches ------------------------------------------------------
+
+    async def resend_turn(self, message_id: int, *, text: str | None = None) -> Message:
+        """Regenerate the last reply (``text`` None) or edit the last question and
+        send it again. The turn as it was (question and reply) is kept as a version;
+        the question goes through the outbox like any message (durable, ordered,
+        retried) under a new idempotency key, since it is a new request.
+        """
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no message with id {message_id} to send again")
+            if message.state != "delivered":
+                raise StoreError(
+                    f"message {message_id} is {message.state}; only an answered message "
+                    "can be regenerated (retry or edit it from the queue instead)"
+                )
+            later = await self._scalar(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user' "
+                "AND seq > ? AND state != 'cancelled'",
+                (message.conversation_id, message.seq),
+            )
+            if later:
+                raise StoreError(
+                    f"message {message_id} is not the last in its conversation; "
+                    "editing an earlier message makes a branch"
+                )
+            await self._keep_version(db, message)
+            total = int(message.meta.get("versions", 1)) + 1
+            meta = {**message.meta, "version": total, "versions": total}
+            await db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+                (message.conversation_id, message.seq + REPLY_OFFSET),
+            )
+            await db.execute(
+                "UPDATE messages SET content = ?, state = 'queued', error = NULL, key = ?, "
+                "meta = ?, updated_at = ? WHERE id = ?",
+                (
+                    text if text is not None and text.strip() else message.content,
+                    str(uuid.uuid4()),
+                    json.dumps(meta),
+                    now,
+                    message_id,
+                ),
+            )
+            await db.execute(
+                "INSERT INTO outbox (message_id, conversation_id, next_attempt_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (message_id, message.conversation_id, now, now),
+            )
+            await db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?",
+                (now, message.conversation_id),
+            )
+            result = await self._fetch_message(db, message_id)
+        assert result is not None
+        return result
+
+    async def _keep_version(self, db: aiosqlite.Connection, question: Message) -> None:
+        """Copy a turn as it is now (question and reply) into turn_versions."""
+        cur = await db.execute(
+            "SELECT content, state, meta, created_at FROM messages "
+            "WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+            (question.conversation_id, question.seq + REPLY_OFFSET),
+        )
+        reply = await cur.fetchone()
+        await db.execute(
+            "INSERT INTO turn_versions (conversation_id, seq, version, question, reply, "
+            "reply_state, reply_meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(conversation_id, seq, version) DO UPDATE SET "
+            "question = excluded.question, reply = excluded.reply, "
+            "reply_state = excluded.reply_state, reply_meta = excluded.reply_meta",
+            (
+                question.conversation_id,
+                question.seq,
+                int(question.meta.get("version", 1)),
+                question.content,
+                reply["content"] if reply else None,
+                reply["state"] if reply else None,
+                reply["meta"] if reply else None,
+                reply["created_at"] if reply else question.created_at,
+            ),
+        )
+
+    async def show_version(self, message_id: int, version: int) -> Message:
+        """Show another version of a turn; the one shown is the one sent as context."""
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no message with id {message_id}")
+            total = int(message.meta.get("versions", 1))
+            current = int(message.meta.get("version", 1))
+            if not 1 <= version <= total:
+                raise StoreError(f"message {message_id} has versions 1 to {total}")
+            if version == current:
+                return message
+            if message.state not in ("delivered", "cancelled"):
+                raise StoreError(
+                    f"message {message_id} is {message.state}; wait for its reply "
+                    "(or cancel it) before switching versions"
+                )
+            cur = await db.execute(
+                "SELECT * FROM turn_versions WHERE conversation_id = ? AND seq = ? AND version = ?",
+                (message.conversation_id, message.seq, version),
+            )
+            target = await cur.fetchone()
+            if target is None:
+                raise StoreError(f"version {version} of message {message_id} is not stored")
+            await self._keep_version(db, message)
+            await db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+                (message.conversation_id, message.seq + REPLY_OFFSET),
+            )
+            if target["reply"] is not None:
+                await db.execute(
+                    "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                    "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?)",
+                    (
+                        message.conversation_id,
+                        message.seq + REPLY_OFFSET,
+                        target["reply"],
+                        target["reply_state"] or "complete",
+                        target["created_at"],
+                        now,
+                        message.id,
+                        target["reply_meta"],
+                    ),
+                )
+            await db.execute(
+                "UPDATE messages SET content = ?, state = ?, meta = ?, updated_at = ? WHERE id = ?",
+                (
+                    target["question"],
+                    "delivered" if target["reply"] is not None else "cancelled",
+                    json.dumps({**message.meta, "version": version}),
+                    now,
+                    message_id,
+                ),
+            )
+            result = await self._fetch_message(db, message_id)
+        assert result is not None
+        return result
+
+    async def turn_versions(self, conversation_id: int) -> dict[int, list[dict[str, Any]]]:
+        """Every stored version of each turn, by the user message's seq, oldest first."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT * FROM turn_versions WHERE conversation_id = ? ORDER BY seq, version",
+                (conversation_id,),
+            )
+            out: dict[int, list[dict[str, Any]]] = {}
+            for r in await cur.fetchall():
+                out.setdefault(r["seq"], []).append(
+                    {
+                        "version": r["version"],
+                        "question": r["question"],
+                        "reply": r["reply"],
+                        "reply_state": r["reply_state"],
+                        "reply_meta": json.loads(r["reply_meta"]) if r["reply_meta"] else {},
+                        "created_at": r["created_at"],
+                    }
+                )
+        return out
+
+    async def branch(self, message_id: int, text: str) -> Message:
+        """Edit an earlier message: a new conversation holding the turns before it
+        (their versions too) and the edited message, queued. The original is untouched."""
+        if not text.strip():
+            raise StoreError("the edited message is empty")
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no message with id {message_id}")
+            cur = await db.execute(
+                "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
+            )
+            origin = _conversation(await cur.fetchone())  # type: ignore[arg-type]
+            title = f"{origin.title or 'untitled'} (branch)"
+            cur = await db.execute(
+                "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at, "
+                "endpoint, branch_of, branch_seq, next_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    title,
+                    origin.model,
+                    origin.system_prompt,
+                    now,
+                    now,
+                    origin.endpoint,
+                    origin.id,
+                    message.seq,
+                    message.seq + SEQ_STEP,
+                ),
+            )
+            new_id = cur.lastrowid
+            # The turns before the edited message, as they are shown (settled ones:
+            # anything still queued before it belongs to the original only).
+            await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, error, key, meta) SELECT ?, seq, role, content, state, created_at, ?, "
+                "error, key, meta FROM messages WHERE conversation_id = ? AND seq < ? "
+                "AND (role != 'user' OR state IN ('delivered', 'cancelled')) ORDER BY seq",
+                (new_id, now, origin.id, message.seq),
+            )
+            await db.execute(
+                "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
+                "WHERE u.conversation_id = messages.conversation_id "
+                "AND u.seq = messages.seq / ? * ? AND u.role = 'user') "
+                "WHERE conversation_id = ? AND role != 'user'",
+                (SEQ_STEP, SEQ_STEP, new_id),
+            )
+            await db.execute(
+                "INSERT INTO turn_versions SELECT ?, seq, version, question, reply, reply_state, "
+                "reply_meta, created_at FROM turn_versions WHERE conversation_id = ? AND seq < ?",
+                (new_id, origin.id, message.seq),
+            )
+            cur = await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, key, meta) VALUES (?, ?, 'user', ?, 'queued', ?, ?, ?, ?)",
+                (
+                    new_id,
+                    message.seq,
+                    text,
+                    now,
+                    now,
+                    str(uuid.uuid4()),
+                    json.dumps({"edited_from": message.id}),
+                ),
+            )
+            queued_id = cur.lastrowid
+            await db.execute(
+                "INSERT INTO outbox (message_id, conversation_id, next_attempt_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (queued_id, new_id, now, now),
+            )
+            assert queued_id is not None
+            result = await self._fetch_message(db, queued_id)
+        assert result is not None
+        return result
+
     async def context_limit(
         self, endpoint: str, model: str
     ) -> tuple[int | None, str, float] | None:
@@ -1028,7 +1358,7 @@ class Store:
                 (endpoint, model, window, source, bytes_per_token, time.time()),
             )
 
-    async def next_due(self) -> float | None:
+    async def next_due(self, endpoints: Iterable[str] | None = None) -> float | None:
         """When the earliest queued message is due (for sleeping the sender).
 
         Only messages that could be claimed once due count: one waiting behind
@@ -1036,6 +1366,9 @@ class Store:
         become deliverable with time, and counting its past due time made the
         sender spin.
         """
+        on, names = _endpoint_filter(endpoints)
+        if on is None:
+            return None
         async with self._read():
             return await self._scalar(
                 "SELECT MIN(CASE WHEN o.lease_expires IS NOT NULL "
@@ -1044,7 +1377,8 @@ class Store:
                 "WHERE m.state IN ('queued', 'sending') "
                 "AND NOT EXISTS (SELECT 1 FROM messages p "
                 "WHERE p.conversation_id = m.conversation_id AND p.role = 'user' "
-                "AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq)"
+                f"AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq) {on}",
+                names,
             )
 
     async def queue_items(self) -> list[QueueItem]:
@@ -1185,6 +1519,21 @@ class Store:
                 (REPLY_OFFSET,),
             )
             return [PastQuestion(*tuple(r)) for r in await cur.fetchall()]
+
+
+def _endpoint_value(name: str | None) -> str | None:
+    return None if not name or name == DEFAULT_ENDPOINT else name
+
+
+def _endpoint_filter(endpoints: Iterable[str] | None) -> tuple[str | None, tuple[str, ...]]:
+    """SQL (and its parameters) keeping messages whose conversation is on ``endpoints``.
+    None: no filter. An empty list matches nothing (returned as None SQL)."""
+    if endpoints is None:
+        return "", ()
+    names = tuple(endpoints)
+    if not names:
+        return None, ()
+    return f"AND {_ENDPOINT_OF} IN ({','.join('?' * len(names))})", names
 
 
 @contextlib.asynccontextmanager
