@@ -73,10 +73,14 @@ async def _open_engine(settings: Settings) -> Engine:
 
 
 async def _wait_first_probe(engine: Engine, timeout: float) -> None:
+    await engine.watch_pending_endpoints()  # every endpoint something waits for is probed
     engine.start_watching()
     deadline = time.monotonic() + timeout
-    while engine.reachability.state == "unknown" and time.monotonic() < deadline:
-        await engine.reachability.wait_change(timeout=deadline - time.monotonic())
+    links = engine.links.all()
+    while (
+        any(link.reachability.state == "unknown" for link in links) and time.monotonic() < deadline
+    ):
+        await engine.links.wait_change(timeout=deadline - time.monotonic())
 
 
 # -- verbs -------------------------------------------------------------------------------------
@@ -105,6 +109,11 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if not text.strip():
         raise CliError("nothing to send: give the text as an argument or on stdin", EXIT_USAGE)
+    if args.endpoint and args.endpoint not in settings.endpoint_names:
+        raise CliError(
+            f"no endpoint named {args.endpoint!r} (known: {', '.join(settings.endpoint_names)})",
+            EXIT_USAGE,
+        )
 
     async def run() -> int:
         engine = await _open_engine(settings)
@@ -113,7 +122,9 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
             if conversation_id is None and not args.new:
                 recent = await engine.store.list_conversations(limit=1)
                 conversation_id = recent[0].id if recent else None
-            result = await engine.outbox.submit(conversation_id, text)
+            if args.endpoint and conversation_id is not None:
+                await engine.store.set_endpoint(conversation_id, args.endpoint)
+            result = await engine.outbox.submit(conversation_id, text, endpoint=args.endpoint)
             message = result.message
             if not args.wait:
                 if args.json:
@@ -208,7 +219,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         async with engine:
             await _wait_first_probe(engine, settings.connect_timeout + 1)
             if args.once:
-                if not engine.reachability.online:
+                if not engine.links.any_online:
                     print(f"chat-tui: {engine.reachability.current.describe()}", file=sys.stderr)
                     return EXIT_OFFLINE
                 delivered = await engine.outbox.deliver_available()
@@ -245,6 +256,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                             "endpoint": settings.base_url,
                             "model": settings.model,
                             "reachability": {"state": reach.state, "detail": reach.detail},
+                            "endpoints": {
+                                link.name: {
+                                    "base_url": link.settings.base_url,
+                                    "model": link.model,
+                                    "state": link.reachability.state,
+                                    "detail": link.reachability.current.detail,
+                                }
+                                for link in engine.links.all()
+                            },
                             "counts": counts,
                             "items": [item.as_json() for item in items],
                         },
@@ -256,6 +276,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
             _out(f"endpoint: {settings.base_url} ({settings.model})")
             _out(f"state:    {reach.describe()}")
+            for link in engine.links.all()[1:]:
+                _out(
+                    f"  {link.name}: {link.settings.base_url} ({link.model}) — "
+                    f"{link.reachability.current.describe()}"
+                )
             _out(
                 "messages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
                 if any(counts.values())
@@ -318,35 +343,25 @@ def _message_label(m: Message) -> str:
 
 async def _load_conversation(
     settings: Settings, conversation_id: int
-) -> tuple[Conversation, list[Message]]:
-    """A conversation and all its messages, or a CliError naming the missing id."""
+) -> tuple[Conversation, list[Message], dict[int, list[dict[str, Any]]]]:
+    """A conversation, all its messages and its turns' versions, or a CliError."""
     from .store import opened
 
     async with opened(settings.db_path) as store:
         conversation = await store.get_conversation(conversation_id)
         if conversation is None:
             raise CliError(f"no conversation with id {conversation_id}")
-        return conversation, await store.all_messages(conversation_id)
+        messages = await store.all_messages(conversation_id)
+        return conversation, messages, await store.turn_versions(conversation_id)
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        conversation, messages = await _load_conversation(settings, args.id)
+        conversation, messages, versions = await _load_conversation(settings, args.id)
         if args.json:
-            from .context import in_context
+            from .export import conversation_json
 
-            _out(
-                json.dumps(
-                    {
-                        "id": conversation.id,
-                        "title": conversation.title,
-                        "messages": [
-                            m.as_json() | {"in_context": in_context(conversation, m)}
-                            for m in messages
-                        ],
-                    }
-                )
-            )
+            _out(json.dumps(conversation_json(conversation, messages, versions)))
             return EXIT_OK
         from .sanitize import sanitize
 
@@ -404,8 +419,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         from .export import render
 
-        conversation, messages = await _load_conversation(settings, args.id)
-        text = render(conversation, messages, args.format)
+        conversation, messages, versions = await _load_conversation(settings, args.id)
+        text = render(conversation, messages, args.format, versions)
         if args.output in (None, "-"):
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             return EXIT_OK
@@ -509,6 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="S",
         help="with --wait: give up waiting after S seconds (the message stays queued)",
+    )
+    p.add_argument(
+        "--endpoint",
+        metavar="NAME",
+        help="the endpoint this conversation uses from now on ([endpoints.NAME] or 'default')",
     )
     p.add_argument("text", nargs="*", help="the message ('-' or nothing: read stdin)")
     p.set_defaults(func=cmd_send)
@@ -616,6 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print where the config file, database and log live.",
     )
     p.set_defaults(func=cmd_paths)
+
+    from .cli_turns import add_verbs
+
+    add_verbs(verbs, common)
     return parser
 
 

@@ -255,6 +255,10 @@ class Engine:
             await store.close()  # an open database thread would keep the process alive
             raise
 
+    async def watch_pending_endpoints(self) -> None:
+        """Make a link (client and watcher) for every endpoint queued messages wait for."""
+        await self.outbox.watch_pending_endpoints()
+
     def start_watching(self) -> None:
         """Start the reachability watchers (each probes at once)."""
         self.links.start_watching()

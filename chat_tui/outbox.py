@@ -216,10 +216,12 @@ class Outbox:
                 return self.delivered - before
 
     async def _watch_pending_endpoints(self) -> None:
+        if time.monotonic() - self._last_pending_check >= PENDING_ENDPOINTS_RECHECK:
+            await self.watch_pending_endpoints()
+
+    async def watch_pending_endpoints(self) -> None:
         """Make sure every endpoint that queued messages wait for is watched."""
         now = time.monotonic()
-        if now - self._last_pending_check < PENDING_ENDPOINTS_RECHECK:
-            return
         self._last_pending_check = now
         try:
             names = await self.store.pending_endpoints()

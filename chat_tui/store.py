@@ -1322,6 +1322,99 @@ class Store:
         assert result is not None
         return result
 
+    async def import_conversation(self, data: Any) -> int:
+        """A conversation from a JSON export, with its turns' versions, as a new one.
+
+        Messages not delivered come in ``cancelled``: an import never sends by
+        itself. Returns the new conversation's id.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            raise StoreError("not a chat-tui JSON export (no 'messages' list)")
+        now = time.time()
+        async with self._write() as db:
+            cid = await self._insert_conversation(
+                db,
+                str(data.get("title") or ""),
+                float(data.get("created_at") or now),
+                data.get("model") or None,
+                data.get("system_prompt") or None,
+                data.get("endpoint") or None,
+            )
+            user_seq = 0
+            top = SEQ_STEP
+            for item in data["messages"]:
+                if not isinstance(item, dict) or item.get("role") not in (
+                    "user",
+                    "assistant",
+                    "notice",
+                ):
+                    raise StoreError("a message in the export has no valid role")
+                role = item["role"]
+                seq = item.get("seq")
+                if not isinstance(seq, int):  # an export without seq: rebuild the layout
+                    seq = (
+                        user_seq + SEQ_STEP
+                        if role == "user"
+                        else user_seq + (REPLY_OFFSET if role == "assistant" else 1)
+                    )
+                if role == "user":
+                    user_seq = seq
+                state = str(item.get("state") or "")
+                if role == "user" and state not in ("delivered", "cancelled"):
+                    state = "cancelled"
+                meta: dict[str, Any] = {}
+                if role == "user" and (int(item.get("version") or 1) > 1 or item.get("versions")):
+                    shown = int(item.get("version") or 1)
+                    meta = {
+                        "version": shown,
+                        "versions": max(
+                            [shown, *(int(v["version"]) for v in item.get("versions") or [])]
+                        ),
+                    }
+                    for v in item.get("versions") or []:
+                        await db.execute(
+                            "INSERT OR REPLACE INTO turn_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                cid,
+                                seq,
+                                int(v["version"]),
+                                str(v.get("question") or ""),
+                                v.get("reply"),
+                                v.get("reply_state"),
+                                json.dumps(v.get("reply_meta") or {}),
+                                float(v.get("created_at") or now),
+                            ),
+                        )
+                for key in ("reasoning", "usage", "kind", "label"):
+                    if item.get(key):
+                        meta[key] = item[key]
+                created = float(item.get("created_at") or now)
+                await db.execute(
+                    "INSERT INTO messages (conversation_id, seq, role, content, state, "
+                    "created_at, updated_at, error, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        cid,
+                        seq,
+                        role,
+                        str(item.get("content") or ""),
+                        state or "complete",
+                        created,
+                        now,
+                        item.get("error"),
+                        json.dumps(meta),
+                    ),
+                )
+                top = max(top, seq // SEQ_STEP * SEQ_STEP + SEQ_STEP)
+            await db.execute(
+                "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
+                "WHERE u.conversation_id = messages.conversation_id "
+                "AND u.seq = messages.seq / ? * ? AND u.role = 'user') "
+                "WHERE conversation_id = ? AND role != 'user'",
+                (SEQ_STEP, SEQ_STEP, cid),
+            )
+            await db.execute("UPDATE conversations SET next_seq = ? WHERE id = ?", (top, cid))
+        return cid
+
     async def context_limit(
         self, endpoint: str, model: str
     ) -> tuple[int | None, str, float] | None:
