@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -30,6 +30,9 @@ from textual.worker import Worker, WorkerState
 
 from ..config import Settings
 from ..events import (
+    LocalAnswerDelta,
+    LocalAnswerEnded,
+    LocalAnswerStarted,
     MessageChanged,
     OutboxEvent,
     ReachabilityState,
@@ -46,6 +49,7 @@ from .messages import EngineEvent, ExternalChange, ReachabilityChanged
 from .screens.dialogs import Confirm, EditMessage, TextPrompt
 from .screens.queue import QueueScreen
 from .screens.search import SearchChoice, SearchScreen
+from .turn_actions import TurnActions
 from .widgets.chat_view import PAGE_SIZE, ChatView
 from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
@@ -57,7 +61,7 @@ DRAFT_SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
 EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
 
 
-class ChatApp(App[int]):
+class ChatApp(TurnActions, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "chat-tui"
     BINDINGS = [
@@ -69,6 +73,11 @@ class ChatApp(App[int]):
         Binding("f2", "rename", "Rename"),
         Binding("f8", "delete", "Delete"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar"),
+        Binding("ctrl+g", "regenerate", "Regenerate", show=False),
+        Binding("f3", "edit_last", "Edit last", show=False),
+        Binding("alt+left", "version_prev", "Prev version", show=False),
+        Binding("alt+right", "version_next", "Next version", show=False),
+        Binding("ctrl+l", "keep_local", "Keep local answer", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -82,7 +91,10 @@ class ChatApp(App[int]):
         self._refresh_timer: Timer | None = None
         self._data_version: int | None = None
         self._last_external_check = time.time()
-        self.reach: ReachabilityState | None = None
+        self.reach: ReachabilityState | None = None  # the on-screen conversation's endpoint
+        self.reaches: dict[str, ReachabilityState] = {}  # every endpoint's, by name
+        self._local_blocks: dict[int, Any] = {}  # fallback answers streaming, by question id
+        self._new_endpoint: str | None = None  # where the next new conversation starts
         self.queued = 0
         self.exit_note: str | None = None
         self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
@@ -282,7 +294,7 @@ class ChatApp(App[int]):
                 page = await store.messages_around(conversation.id, at_seq, limit=PAGE_SIZE)
             has_older = bool(page) and len(page) >= PAGE_SIZE // 2 and page[0].seq > 10
             await self.chat.show_conversation(conversation.id, page, has_older=has_older)
-        self.query_one(StatusLine).set_model(self._model_for(conversation))
+        self._show_endpoint()
         draft = await store.load_draft(conversation.id if conversation else None)
         if not self._draft_loaded and self.composer.text:
             # Typed in the moment before the database was open: keep every key,
@@ -330,7 +342,9 @@ class ChatApp(App[int]):
             return
         text = event.text
         try:
-            result = await self.engine.outbox.submit(self._current_id, text)
+            result = await self.engine.outbox.submit(
+                self._current_id, text, endpoint=None if self.current else self._new_endpoint
+            )
         except StoreError as exc:
             # The text stays in the composer: nothing typed is lost.
             self.notify(str(exc), title="Not queued", severity="error", markup=False, timeout=10)
@@ -349,15 +363,16 @@ class ChatApp(App[int]):
                 title="Already queued",
                 markup=False,
             )
-        elif not self.engine.reachability.online:
+        elif self._primary_offline():
             self._answer_offline(message)
         self._schedule_refresh()
 
     @work(group="offline-answers", exit_on_error=False)
     async def _answer_offline(self, question: Message) -> None:
-        """Show a labelled answer from history at once; the question stays queued."""
+        """Show a labelled answer at once (from history, else from the fallback
+        endpoint); the question stays queued."""
         if self.engine is not None:
-            await self.engine.offline_answer(question)
+            await self.engine.answer_while_offline(question)
 
     @on(Composer.Changed)
     def _draft_changed(self) -> None:
@@ -397,6 +412,8 @@ class ChatApp(App[int]):
             self._schedule_refresh()
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
+        elif isinstance(event, LocalAnswerStarted | LocalAnswerDelta | LocalAnswerEnded):
+            await self._local_answer_event(event)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -411,6 +428,8 @@ class ChatApp(App[int]):
 
     @on(ReachabilityChanged)
     def _reachability_changed(self, message: ReachabilityChanged) -> None:
+        if not self._reach_for_endpoint(message.state):
+            return  # another endpoint's: shown when its conversation is
         self.reach = message.state
         if not self._widgets_alive():
             return
@@ -492,7 +511,7 @@ class ChatApp(App[int]):
     def action_retry_now(self) -> None:
         if self.engine is None:
             return
-        self.engine.reachability.probe_now()
+        self.engine.links.probe_now()
         self.engine.outbox.wake()
         self.notify("Checking the endpoint now…", timeout=2)
 
@@ -696,6 +715,7 @@ class ChatApp(App[int]):
             "Show or hide the conversation list (Ctrl+B)",
             self.action_toggle_sidebar,
         )
+        yield from self.turn_commands()
 
 
 def run_app(settings: Settings) -> int:

@@ -71,7 +71,8 @@ class MessageView(Static):
     def _body(self) -> Text | RichMarkdown:
         text = sanitize(self.message.content)
         # Offline answers quote an earlier reply, so they render like one.
-        if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
+        kind = self.message.meta.get("kind")
+        if self.message.role == "assistant" or kind in ("offline_answer", "fallback_answer"):
             # Rich's Markdown, not Rich markup: "[bold]" stays literal. Links
             # show their target beside the text and are never opened. Imported
             # here: the first frame of an empty window does not need it.
@@ -85,7 +86,9 @@ class MessageView(Static):
         when = clock(m.created_at)
         if m.role == "user":
             hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
-            return f"You · {when} · {sanitize(message_status(m))}{hint}"
+            total = int(m.meta.get("versions", 1))
+            versions = f" · ‹ {m.meta.get('version', 1)}/{total} › Alt+←/→" if total > 1 else ""
+            return f"You · {when} · {sanitize(message_status(m))}{versions}{hint}"
         if m.role == "assistant":
             model = m.meta.get("model")
             return f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else "")

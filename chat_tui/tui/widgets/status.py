@@ -95,10 +95,11 @@ class OfflineBanner(Static):
         reach = self.reach
         if reach is None or not self.has_class("-visible"):
             return
+        name = "the endpoint" if reach.endpoint == "default" else f"endpoint {reach.endpoint}"
         why = {
-            "offline": "Offline: the endpoint cannot be reached",
+            "offline": f"Offline: {name} cannot be reached",
             "captive": "A network login page is in the way (captive portal)",
-            "auth_error": "The endpoint refused the API key; delivery is paused",
+            "auth_error": f"{name[0].upper()}{name[1:]} refused the API key; delivery is paused",
         }[reach.state]
         check = (
             "checking now…"
