@@ -44,7 +44,7 @@ def _chat_requests(server: FaultServer) -> list[Any]:
 async def test_regenerate_keeps_the_old_reply_and_switching_changes_the_context(
     engine: Engine, fault_server: FaultServer
 ) -> None:
-    cid, first, second = await _two_turns(engine)
+    cid, _first, second = await _two_turns(engine)
     replies = iter(["a better answer", "the third answer"])
     fault_server.reply_fn = lambda body: next(replies, "later")
     again = await engine.outbox.resend(second.id)
@@ -108,7 +108,7 @@ async def test_editing_the_last_message_replaces_the_turn_keeping_the_old_one(
 async def test_editing_an_earlier_message_makes_a_linked_branch(
     engine: Engine, fault_server: FaultServer
 ) -> None:
-    cid, first, second = await _two_turns(engine)
+    cid, _first, second = await _two_turns(engine)
     third = (await engine.outbox.submit(cid, "third question")).message
     await _delivered(engine, third.id)
     before = [(m.role, m.content) for m in await engine.store.all_messages(cid)]
