@@ -640,12 +640,17 @@ class ThinkSplitter:
     CLOSE = "</think>"
 
     def __init__(self) -> None:
-        self._state = "start"  # start → thinking → answer
+        self._state = "start"  # start → thinking → after (</think> seen) → answer
         self._held = ""
 
     def feed(self, text: str) -> tuple[str, str]:
         """Returns (thinking, answer) text ready to show."""
         if self._state == "answer":
+            return "", text
+        if self._state == "after":  # the line break after </think> may come in later pieces
+            text = text.lstrip("\n")
+            if text:
+                self._state = "answer"
             return "", text
         held = self._held + text
         self._held = ""
@@ -662,8 +667,8 @@ class ThinkSplitter:
                 return "", held
         end = held.find(self.CLOSE)
         if end >= 0:
-            self._state = "answer"
-            return held[:end], held[end + len(self.CLOSE) :].lstrip("\n")
+            self._state = "after"
+            return held[:end], self.feed(held[end + len(self.CLOSE) :])[1]
         keep = _partial_suffix(held, self.CLOSE)
         if keep:
             self._held = held[-keep:]
