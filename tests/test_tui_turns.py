@@ -96,3 +96,16 @@ async def test_regenerate_and_switch_versions_with_keys(
         await wait_until(
             pilot, lambda: [v.message.content for v in views(app)][-1:] == ["the second reply"]
         )
+
+
+def test_a_reachability_update_replaces_only_the_same_endpoints() -> None:
+    """Coalescing kept one queued update in all: a burst from the fallback endpoint
+    dropped the conversation's own endpoint going offline (regression)."""
+    from chat_tui.events import ReachabilityState
+    from chat_tui.tui.messages import ReachabilityChanged
+
+    cloud_down = ReachabilityChanged(ReachabilityState("offline", "", 0.0, None, "default"))
+    local_up = ReachabilityChanged(ReachabilityState("online", "", 0.0, None, "local"))
+    cloud_up = ReachabilityChanged(ReachabilityState("online", "", 1.0, None, "default"))
+    assert not local_up.can_replace(cloud_down)
+    assert cloud_up.can_replace(cloud_down)
