@@ -159,15 +159,22 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
     engine.start_delivery()
     deadline = time.monotonic() + args.timeout if args.timeout else None
     offline_shown = False
+    first = await engine.store.get_message(message_id)
+    assert first is not None
+    # The conversation's own endpoint decides "offline"; the fallback (if any)
+    # must have been probed once before it can answer.
+    link = engine.link_for(await engine.store.get_conversation(first.conversation_id))
+    reach = link.reachability if link is not None else engine.reachability
+    fallback = engine.links.get(engine.settings.fallback) if engine.settings.fallback else None
     while True:
         message = await engine.store.get_message(message_id)
         assert message is not None
         if message.state in ("delivered", "failed", "expired", "cancelled"):
             break
-        reach = engine.reachability
-        if not reach.online and reach.state != "unknown" and not offline_shown:
+        ready = fallback is None or fallback.reachability.state != "unknown"
+        if not reach.online and reach.state != "unknown" and ready and not offline_shown:
             offline_shown = True
-            notice = await engine.offline_answer(message)
+            notice = await engine.answer_while_offline(message)
             if notice is not None and not args.json:
                 print(
                     f"[{sanitize(str(notice.meta.get('label')))}]\n{sanitize(notice.content)}\n",

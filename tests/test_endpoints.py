@@ -370,3 +370,33 @@ async def test_real_llama_server_answers_while_the_cloud_is_away(
         await wait_until(lambda: delivered(question.id), timeout=20, what="the cloud's reply")
         for body in _bodies(cloud):
             assert notice.content not in body
+
+
+def test_send_wait_prints_the_fallback_answer_and_models_lists_from_cache(
+    tmp_path: Path, cloud: FaultServer, local: FaultServer
+) -> None:
+    from tests.conftest import CliEnv, fast_config
+
+    cli = CliEnv(tmp_path, cloud.base_url)
+    cli.write_config(
+        'fallback = "local"\n'
+        + fast_config()
+        + f'[endpoints.local]\nbase_url = "{local.base_url}"\nmodel = "local-model"\n'
+    )
+    listed = cli.json("models", "--json")
+    assert listed["models"] == ["test-model"] and listed["cached"] is False
+    cloud.stop()
+    proc = cli.run("send", "--wait", "--timeout", "4", "--new", "a question while away")
+    assert proc.returncode == 5, proc.stderr  # offline: the question stays queued
+    assert "[answered by local-model on local while default is offline]" in proc.stderr
+    assert LOCAL_TEXT in proc.stderr
+    cached = cli.json("models", "--json")
+    assert cached["cached"] is True and cached["models"] == ["test-model"]
+    assert cached["age_seconds"] >= 0
+    text = cli.run("models")
+    assert "cached" in text.stderr and "test-model" in text.stdout
+    bad = cli.run("models", "--endpoint", "nowhere")
+    assert bad.returncode == 2 and "no endpoint named" in bad.stderr
+    status = cli.json("status", "--json")
+    assert status["endpoints"]["local"]["state"] == "online"
+    assert status["counts"]["queued"] == 1
