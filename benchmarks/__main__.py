@@ -27,6 +27,8 @@ BENCHMARKS = (
     "flush",
     "reconnect",
     "search",
+    "context_fit",
+    "real_ttft",
     "fallback",
 )
 OPTIONAL = ("answers_lookup",)  # written by someone else; run when present

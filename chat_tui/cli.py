@@ -345,7 +345,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def _message_label(m: Message) -> str:
     if m.role == "user":
         return "you" if m.state == "delivered" else f"you [{m.state}]"
-    return {"assistant": "assistant", "notice": "note"}.get(m.role, m.role)
+    if m.role == "assistant":
+        from .export import reply_labels  # stopped, reasoning only, tokens, tokens/s
+
+        return " · ".join(["assistant", *reply_labels(m)])
+    return {"notice": "note"}.get(m.role, m.role)
 
 
 async def _load_conversation(

@@ -54,6 +54,7 @@ class Settings:
     handoff_on_exit: bool = True
     context_tokens: int = 0  # the model's context window; 0 = ask the server, learn from errors
     reply_tokens: int = 0  # room kept for the reply; 0 = 25 % of the window, at least 256
+    max_reply_tokens: int = 0  # sent as max_tokens when > 0 (the server's default otherwise)
     # Per-model settings: [models."NAME"] context_tokens = N, reply_tokens = N
     models: dict[str, dict[str, int]] = field(default_factory=dict)
     # Named endpoints: [endpoints.NAME] base_url, model, api_key_env. The flat
@@ -300,7 +301,14 @@ def _validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"'{name}' must be greater than 0")
-    for name in ("max_age", "dedup_window", "backoff_cap", "context_tokens", "reply_tokens"):
+    for name in (
+        "max_age",
+        "dedup_window",
+        "backoff_cap",
+        "context_tokens",
+        "reply_tokens",
+        "max_reply_tokens",
+    ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"'{name}' must not be negative")
     if settings.max_attempts < 1 or settings.concurrency < 1 or settings.max_reply_chars < 1:

@@ -46,7 +46,16 @@ NOT_SENT_MARKER = "earlier messages are not sent to the model"
 
 def estimate_tokens(text: str, bytes_per_token: float = DEFAULT_BYTES_PER_TOKEN) -> int:
     """Tokens one message costs, chat-template overhead included."""
-    return int(len(text.encode("utf-8", "replace")) / bytes_per_token) + MESSAGE_OVERHEAD
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+    return int(size / bytes_per_token) + MESSAGE_OVERHEAD
+
+
+def history_chars(window: int | None, bytes_per_token: float) -> int | None:
+    """How much earlier text is worth reading for a request: more than can fit
+    (a character is at least a byte), with half again to spare; None = all."""
+    if window is None:
+        return None
+    return int(window * max(bytes_per_token, DEFAULT_BYTES_PER_TOKEN) * 1.5) + 4096
 
 
 def reply_room(window: int, reply_tokens: int = 0) -> int:
@@ -263,7 +272,8 @@ class ContextKeeper:
         )
 
     def reply_tokens(self, model: str) -> int:
-        return self._configured(model)[1]
+        """Room for the reply: the setting, else max_reply_tokens, else 0 (automatic)."""
+        return self._configured(model)[1] or self.settings.max_reply_tokens
 
     async def limit_for(self, model: str) -> Limit:
         cached = self._known.get(model)

@@ -354,6 +354,8 @@ class Endpoint:
     ) -> Reply:
         """Send one chat request; return the whole reply or raise a DeliveryError."""
         body: dict[str, Any] = {"model": model, "messages": messages}
+        if self.settings.max_reply_tokens > 0:
+            body["max_tokens"] = self.settings.max_reply_tokens
         if self.settings.stream:
             body["stream"] = True
             if self.include_usage:

@@ -125,8 +125,9 @@ class Engine:
         fallback = self.links.get(name)
         if not fallback.reachability.online:
             return None
-        history, seqs = await self.store.history_for(question)
-        claim = Claim(question, conversation, history, "fallback", 0.0, seqs)
+        # No lease, no history here: the request path reads the turns that fit
+        # (delivered questions and replies only, never notices like this answer).
+        claim = Claim(question, conversation, [], "fallback", 0.0, [])
         model = fallback.model
         label = f"answered by {model} on {name} while {primary_name} is offline"
         self._tell(LocalAnswerStarted(question, label))

@@ -60,6 +60,14 @@ STOP_ACTIONS = ("requeue", "cancel")  # what becomes of a message stopped before
 USAGE_OPTION_KEY = "no_stream_options:"  # meta key: this endpoint refuses stream_options
 
 
+@dataclass(slots=True)
+class _Sent:
+    """What the request being sent carries: the user seq of its oldest earlier turn
+    (None: the question alone), for the "not sent to the model" marker."""
+
+    context_from: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     message: Message
@@ -238,6 +246,7 @@ class Outbox:
                 lease_seconds=self.settings.lease_seconds,
                 exclude_conversations=self._in_flight.keys(),
                 endpoints=self.links.online_names(),
+                with_history=False,  # _request reads what can fit the window
             )
             if claim is None:
                 return
@@ -327,16 +336,19 @@ class Outbox:
             thoughts.append(text)
             self._emit(ReplyReasoning(question, text))
 
+        sent = _Sent()
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._stops[question.id] = stop
         renewer = asyncio.create_task(self._renew_lease(claim, stop))
-        request = asyncio.create_task(self._request(claim, link, model, on_delta, on_reasoning))
+        request = asyncio.create_task(
+            self._request(claim, link, model, sent, on_delta, on_reasoning)
+        )
         try:
             await asyncio.wait((request, stop), return_when=asyncio.FIRST_COMPLETED)
             if not request.done():  # the user stopped it
                 await _stop(request)
                 await _stop(renewer)
-                await self._finish_stopped(claim, stop.result(), model, parts, thoughts)
+                await self._finish_stopped(claim, stop.result(), model, parts, thoughts, sent)
                 return
             try:
                 reply, fitted = request.result()
@@ -368,7 +380,7 @@ class Outbox:
             meta["usage"] = reply.usage.as_json()
         if fitted.dropped_turns:
             meta["context_dropped_turns"] = fitted.dropped_turns
-        await self._store_reply(claim, reply.text, meta, "complete", fitted)
+        await self._store_reply(claim, reply.text, meta, "complete", sent)
         if reply.usage is not None:
             try:
                 await link.context.learn_usage(model, fitted, reply.usage.prompt_tokens)
@@ -380,6 +392,7 @@ class Outbox:
         claim: Claim,
         link: Link,
         model: str,
+        sent: _Sent,
         on_delta: context_callback,
         on_reasoning: context_callback,
         *,
@@ -395,17 +408,24 @@ class Outbox:
         system_prompt = conversation.system_prompt or self.settings.system_prompt
         reply_tokens = link.context.reply_tokens(model)
         max_turns: int | None = None
+        limit = await link.context.limit_for(model)
+        history, seqs = await self.store.history(
+            conversation.id,
+            question.seq,
+            max_chars=context.history_chars(limit.window, limit.bytes_per_token),
+        )
         for _ in range(context.MAX_OVERFLOW_RETRIES + 1):
             limit = await link.context.limit_for(model)
             fitted = context.fit(
                 system_prompt,
-                claim.history,
+                history,
                 question.content,
                 window=limit.window,
                 reply_tokens=reply_tokens,
                 bytes_per_token=limit.bytes_per_token,
                 max_turns=max_turns,
             )
+            sent.context_from = seqs[len(seqs) - fitted.kept_turns] if fitted.kept_turns else None
             try:
                 reply = await link.endpoint.chat(
                     fitted.messages,
@@ -455,7 +475,7 @@ class Outbox:
         """One request through the same path as a delivery (fitting, overflow
         trimming, caps), with no lease and no store write: a fallback answer."""
         return await self._request(
-            claim, link, model, on_delta, on_reasoning, idempotency_key=idempotency_key
+            claim, link, model, _Sent(), on_delta, on_reasoning, idempotency_key=idempotency_key
         )
 
     async def _check_usage_option(self, link: Link) -> None:
@@ -474,7 +494,13 @@ class Outbox:
                 await self.store.set_meta(USAGE_OPTION_KEY + link.settings.base_url, "1")
 
     async def _finish_stopped(
-        self, claim: Claim, action: str, model: str, parts: list[str], thoughts: list[str]
+        self,
+        claim: Claim,
+        action: str,
+        model: str,
+        parts: list[str],
+        thoughts: list[str],
+        sent: _Sent,
     ) -> None:
         """The user stopped the reply: keep what came, or requeue/cancel if nothing did."""
         question = claim.message
@@ -486,7 +512,7 @@ class Outbox:
                 meta["reasoning"] = reasoning
                 if not text.strip():
                     meta["reasoning_only"] = True
-            await self._store_reply(claim, text, meta, "stopped", None)
+            await self._store_reply(claim, text, meta, "stopped", sent)
             log.info("message %s: reply stopped by the user after %d chars", question.id, len(text))
             return
         self._emit(ReplyAborted(question, TransientError("stopped by the user")))
@@ -512,21 +538,16 @@ class Outbox:
         text: str,
         meta: dict[str, object],
         state: str,
-        fitted: context.Fitted | None,
+        sent: _Sent,
     ) -> None:
         question = claim.message
-        context_from: int | None = None
-        if fitted is not None and fitted.kept_turns:
-            context_from = claim.history_seqs[len(claim.history_seqs) - fitted.kept_turns]
-        elif fitted is None and claim.history_seqs:
-            context_from = claim.conversation.context_from_seq
         stored = await self.store.complete(
             question.id,
             self.owner,
             text,
             meta=meta,
             state=state,
-            context_from_seq=context_from,
+            context_from_seq=sent.context_from,
         )
         if stored is None:
             log.info("message %s was taken over by another sender; reply dropped", question.id)

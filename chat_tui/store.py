@@ -727,12 +727,15 @@ class Store:
         now: float | None = None,
         exclude_conversations: Iterable[int] = (),
         endpoints: Iterable[str] | None = None,
+        with_history: bool = True,
     ) -> Claim | None:
         """Lease the oldest deliverable message, or return None.
 
         Deliverable: queued (or ``sending`` under an expired lease: its holder
         died), due, and every earlier user message of its conversation settled.
         ``endpoints``: only conversations on these endpoints (the ones online).
+        ``with_history=False`` leaves the history out (the sender loads only what
+        can fit the model's window, with ``history``).
         """
         now = time.time() if now is None else now
         excluded = tuple(exclude_conversations)
@@ -780,14 +783,32 @@ class Store:
                 "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
             )
             conversation = _conversation(await cur.fetchone())  # type: ignore[arg-type]
-            history, seqs = await self._history(db, message)
+            history: list[dict[str, str]] = []
+            seqs: list[int] = []
+            if with_history:
+                history, seqs = await self._history(db, message.conversation_id, message.seq, None)
         return Claim(message, conversation, history, owner, expires, seqs)
 
-    async def _history(
-        self, db: aiosqlite.Connection, message: Message
+    async def history(
+        self, conversation_id: int, before_seq: int, *, max_chars: int | None = None
     ) -> tuple[list[dict[str, str]], list[int]]:
-        """The turns a request for ``message`` carries: each delivered question before it
-        with its reply. Notices (offline and fallback answers) are never part of it."""
+        """The delivered turns before ``before_seq``, oldest first, and each one's user seq.
+        Notices (offline answers, a fallback endpoint's answers) are never among them.
+
+        With ``max_chars``, only the newest turns up to about that much text are
+        read (newest first, stopping early): a request can't carry more than its
+        model's window, and reading 10,000 messages for it took 200 ms.
+        """
+        async with self._read() as db:
+            return await self._history(db, conversation_id, before_seq, max_chars)
+
+    async def _history(
+        self,
+        db: aiosqlite.Connection,
+        conversation_id: int,
+        before_seq: int,
+        max_chars: int | None,
+    ) -> tuple[list[dict[str, str]], list[int]]:
         cur = await db.execute(
             """
             SELECT u.content AS question, a.content AS answer, u.seq
@@ -796,22 +817,31 @@ class Store:
              AND a.role = 'assistant'
             WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
               AND u.seq < ?
-            ORDER BY u.seq
+            ORDER BY u.seq DESC
             """,
-            (REPLY_OFFSET, message.conversation_id, message.seq),
+            (REPLY_OFFSET, conversation_id, before_seq),
         )
+        turns: list[sqlite3.Row] = []
+        size = 0
+        batch = 32  # the newest turns first; more at a time once it is clearly a long read
+        while max_chars is None or size <= max_chars:
+            rows = await cur.fetchall() if max_chars is None else await cur.fetchmany(batch)
+            if not rows:
+                break
+            batch = min(batch * 4, 2048)
+            for row in rows:
+                turns.append(row)
+                size += len(row[0]) + len(row[1])
+                if max_chars is not None and size > max_chars:
+                    break
+        await cur.close()
         history: list[dict[str, str]] = []
         seqs: list[int] = []
-        for turn in await cur.fetchall():
-            history.append({"role": "user", "content": turn["question"]})
-            history.append({"role": "assistant", "content": turn["answer"]})
-            seqs.append(turn["seq"])
+        for question, answer, seq in reversed(turns):
+            history.append({"role": "user", "content": question})
+            history.append({"role": "assistant", "content": answer})
+            seqs.append(seq)
         return history, seqs
-
-    async def history_for(self, message: Message) -> tuple[list[dict[str, str]], list[int]]:
-        """What a request for ``message`` would carry (a fallback answer asks with it)."""
-        async with self._read() as db:
-            return await self._history(db, message)
 
     async def renew_lease(self, message_id: int, owner: str, expires: float) -> bool:
         async with self._write() as db:

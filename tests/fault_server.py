@@ -129,6 +129,7 @@ class Fault:
     style: str = ""  # "reasoning": reasoning_content|reasoning|think; "overflow": llama|openai|…
     finish: str | None = None  # for "done_no_finish": the finish_reason sent (None or "")
     thinking: str = "Let me think about this."  # for "reasoning"
+    delay: float = 0.0  # for "reasoning": seconds before each chunk
 
     def __post_init__(self) -> None:
         # Fail loudly on typos: a misspelt kind would otherwise silently turn
@@ -1000,8 +1001,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sse_content(piece)
         else:
             for piece in split_pieces(fault.thinking):
+                if not self._pause(fault.delay):
+                    return False
                 self.wfile.write(self._sse_chunk_bytes({style: piece}))
+                self.wfile.flush()
             for piece in split_pieces(answer) if answer else []:
+                if not self._pause(fault.delay):
+                    return False
                 self._sse_content(piece)
         self._sse_finish()
         self._sse_done()

@@ -38,6 +38,7 @@ from ..events import (
     ReachabilityState,
     ReplyAborted,
     ReplyDelta,
+    ReplyReasoning,
     ReplyStarted,
     ReplyStored,
 )
@@ -46,7 +47,7 @@ from ..store import Conversation, Message, Store, StoreError, opened
 if TYPE_CHECKING:
     from ..engine import Engine
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
-from .screens.dialogs import Confirm, EditMessage, TextPrompt
+from .screens.dialogs import Confirm, EditMessage, StopWaiting, TextPrompt
 from .screens.queue import QueueScreen
 from .screens.search import SearchChoice, SearchScreen
 from .turn_actions import TurnActions
@@ -79,6 +80,7 @@ class ChatApp(TurnActions, App[int]):
         Binding("alt+right", "version_next", "Next version", show=False),
         Binding("ctrl+l", "keep_local", "Keep local answer", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("escape", "stop_reply", "Stop reply"),
     ]
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
@@ -294,7 +296,8 @@ class ChatApp(TurnActions, App[int]):
                 page = await store.messages_around(conversation.id, at_seq, limit=PAGE_SIZE)
             has_older = bool(page) and len(page) >= PAGE_SIZE // 2 and page[0].seq > 10
             await self.chat.show_conversation(conversation.id, page, has_older=has_older)
-        self._show_endpoint()
+            await self.chat.show_context_start(conversation.context_from_seq)
+        self._show_endpoint()  # the status line: this conversation's endpoint and model
         draft = await store.load_draft(conversation.id if conversation else None)
         if not self._draft_loaded and self.composer.text:
             # Typed in the moment before the database was open: keep every key,
@@ -402,18 +405,65 @@ class ChatApp(TurnActions, App[int]):
         chat = self.chat
         if isinstance(event, ReplyDelta):
             await chat.stream_delta(event.question, event.text)
+        elif isinstance(event, ReplyReasoning):
+            await chat.stream_reasoning(event.question, event.text)
         elif isinstance(event, MessageChanged):
             await chat.upsert(event.message)
             self._schedule_refresh()
         elif isinstance(event, ReplyStarted):
             await chat.stream_started(event.question)
+            self.refresh_bindings()  # Esc (stop) shows in the footer only while a reply streams
         elif isinstance(event, ReplyStored):
             await chat.stream_ended(event.question, event.reply)
+            self.refresh_bindings()
+            await self._show_context_start(event.question.conversation_id)
             self._schedule_refresh()
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
+            self.refresh_bindings()
         elif isinstance(event, LocalAnswerStarted | LocalAnswerDelta | LocalAnswerEnded):
             await self._local_answer_event(event)
+
+    async def _show_context_start(self, conversation_id: int) -> None:
+        """Move the "not sent to the model" marker to where the last request began."""
+        if self.engine is None or conversation_id != self._current_id:
+            return
+        try:
+            conversation = await self.engine.store.get_conversation(conversation_id)
+        except StoreError:
+            return
+        if conversation is not None and self._widgets_alive():
+            self.current = conversation
+            await self.chat.show_context_start(conversation.context_from_seq)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_reply":
+            # Only while a reply streams in the open conversation: otherwise Esc is
+            # not taken from anyone, and the footer does not offer it.
+            try:
+                return self.chat.streaming_question() is not None
+            except NoMatches:
+                return False
+        return True
+
+    async def action_stop_reply(self) -> None:
+        """Stop the reply being generated: what came is kept, labelled stopped. If
+        nothing came yet, ask whether to requeue or cancel the message."""
+        question = self.chat.streaming_question()
+        if question is None or self.engine is None:
+            return
+        if self.chat.streaming_started(question.id):
+            await self.engine.outbox.stop(question.id)
+            return
+        self._ask_stop_waiting(question)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def _ask_stop_waiting(self, question: Message) -> None:
+        choice = await self.push_screen_wait(StopWaiting())
+        if choice is None or self.engine is None:
+            return
+        if not await self.engine.outbox.stop(question.id, choice):
+            self.notify("That reply had already finished.", markup=False, timeout=3)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
