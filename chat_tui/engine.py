@@ -184,7 +184,9 @@ class Engine:
         finally:
             self._fallback_stops.pop(question.id, None)
         if not text.strip():
-            self._tell(LocalAnswerEnded(question, None, "the fallback gave an empty answer"))
+            # Stopped before it said anything is the user's choice, not a failure.
+            why = None if meta.get("stopped") else "the fallback gave an empty answer"
+            self._tell(LocalAnswerEnded(question, None, why))
             return None
         notice = await self.store.add_notice(question, text, meta=meta)
         self._tell(LocalAnswerEnded(question, notice, None if notice else "not stored"))

@@ -9,7 +9,7 @@ import pytest
 
 from chat_tui.config import EndpointConfig
 from chat_tui.tui.app import ChatApp
-from chat_tui.tui.widgets.status import OfflineBanner
+from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from chat_tui.tui.widgets.versions import LocalAnswerBlock
 from tests.fault_server import FaultServer
 from tests.test_tui import make_settings, views, wait_until
@@ -53,8 +53,10 @@ async def test_fallback_block_then_keep_local(
         # The stored notice replaces the live block.
         await wait_until(
             pilot,
-            lambda: any(v.message.meta.get("kind") == "fallback_answer" for v in views(app))
-            and not app.query(LocalAnswerBlock),
+            lambda: (
+                any(v.message.meta.get("kind") == "fallback_answer" for v in views(app))
+                and not app.query(LocalAnswerBlock)
+            ),
         )
         notice = next(v for v in views(app) if v.message.role == "notice")
         assert notice.header_text == block.label
@@ -110,3 +112,68 @@ def test_a_reachability_update_replaces_only_the_same_endpoints() -> None:
     cloud_up = ReachabilityChanged(ReachabilityState("online", "", 1.0, None, "default"))
     assert not local_up.can_replace(cloud_down)
     assert cloud_up.can_replace(cloud_down)
+
+
+async def test_escape_stops_the_local_answer_and_the_question_stays_queued(
+    server: FaultServer, local: FaultServer, tmp_path: Path
+) -> None:
+    server.stop()
+    local.reply_delay = 1.0  # four pieces a second apart
+    settings = make_settings(
+        server,
+        tmp_path,
+        endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
+        fallback="local",
+    )
+    app = ChatApp(settings)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await wait_until(
+            pilot,
+            lambda: (
+                app.engine is not None
+                and app.engine.links.get("local").reachability.online
+                and app.reach is not None
+                and app.reach.state == "offline"
+            ),
+        )
+        await pilot.press(*"tell me slowly", "enter")
+        await wait_until(
+            pilot,
+            lambda: any(b.received for b in app.query(LocalAnswerBlock)),
+            timeout=5,
+        )
+        await pilot.press("escape")
+        await wait_until(
+            pilot,
+            lambda: (
+                any(v.message.meta.get("stopped") for v in views(app))
+                and not app.query(LocalAnswerBlock)
+            ),
+        )
+        notice = next(v for v in views(app) if v.message.role == "notice")
+        assert len(notice.message.content) < len("a local answer, streamed in pieces " * 3)
+        question = next(v for v in views(app) if v.message.role == "user")
+        assert question.message.state == "queued"
+
+
+async def test_status_line_names_another_endpoint_that_is_offline(
+    server: FaultServer, local: FaultServer, tmp_path: Path
+) -> None:
+    local.stop()  # the fallback is away; the conversation's own endpoint is fine
+    settings = make_settings(
+        server,
+        tmp_path,
+        endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
+        fallback="local",
+    )
+    app = ChatApp(settings)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await wait_until(
+            pilot,
+            lambda: (
+                app.reach is not None
+                and app.reach.state == "online"
+                and "local offline" in str(app.query_one(StatusLine).render())
+            ),
+        )
+        assert "Offline" not in str(app.query_one(OfflineBanner).render())

@@ -441,7 +441,7 @@ class ChatApp(TurnActions, App[int]):
             # Only while a reply streams in the open conversation: otherwise Esc is
             # not taken from anyone, and the footer does not offer it.
             try:
-                return self.chat.streaming_question() is not None
+                return self.chat.streaming_question() is not None or bool(self._local_blocks)
             except NoMatches:
                 return False
         return True
@@ -450,6 +450,10 @@ class ChatApp(TurnActions, App[int]):
         """Stop the reply being generated: what came is kept, labelled stopped. If
         nothing came yet, ask whether to requeue or cancel the message."""
         question = self.chat.streaming_question()
+        if question is None and self._local_blocks and self.engine is not None:
+            for question_id in list(self._local_blocks):  # a fallback answer: keep what came
+                self.engine.stop_fallback(question_id)
+            return
         if question is None or self.engine is None:
             return
         if self.chat.streaming_started(question.id):

@@ -9,11 +9,13 @@ handlers only ask and show.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import SystemCommand
+from textual.css.query import NoMatches
 
 from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted, ReachabilityState
 from ..store import Message, StoreError
@@ -45,6 +47,7 @@ class TurnActions:
         except KeyError:
             where, model = f"{name} (not configured)", "?"
         status = self.query_one(StatusLine)
+        self._show_elsewhere()
         status.endpoint = where
         status.set_model(model)
         reach = self.reaches.get(name)
@@ -57,9 +60,21 @@ class TurnActions:
             self.query_one(OfflineBanner).show_state(reach, self.queued)
 
     def _reach_for_endpoint(self: ChatApp, state: ReachabilityState) -> bool:
-        """Remember each endpoint's state; True if it is the one on screen."""
+        """Remember each endpoint's state; True if it is the one on screen. The
+        status line names the other endpoints in use that are not online."""
         self.reaches[state.endpoint] = state
+        self._show_elsewhere()
         return state.endpoint == self._endpoint_name()
+
+    def _show_elsewhere(self: ChatApp) -> None:
+        current = self._endpoint_name()
+        away = sorted(
+            name
+            for name, reach in self.reaches.items()
+            if name != current and reach.state in ("offline", "captive", "auth_error")
+        )
+        with contextlib.suppress(NoMatches):
+            self.query_one(StatusLine).set_elsewhere(away)
 
     def _primary_offline(self: ChatApp) -> bool:
         if self.engine is None:
@@ -104,12 +119,14 @@ class TurnActions:
                 self._local_blocks[question.id] = await mount_local_answer(
                     chat, question, event.label
                 )
+                self.refresh_bindings()  # Esc stops it
         elif isinstance(event, LocalAnswerDelta):
             block = self._local_blocks.get(question.id)
             if block is not None:
                 await block.write(event.text)
         elif isinstance(event, LocalAnswerEnded):
             block = self._local_blocks.pop(question.id, None)
+            self.refresh_bindings()
             if block is not None:
                 await block.stop()
                 if event.notice is not None:

@@ -36,6 +36,12 @@ class StatusLine(Static):
         self.endpoint = endpoint
         self.model = model
         self.tls_off = tls_off  # verify_tls = false: marked for as long as the app runs
+        self.elsewhere: list[str] = []  # other endpoints in use that are not online
+
+    def set_elsewhere(self, names: list[str]) -> None:
+        if names != self.elsewhere:
+            self.elsewhere = names
+            self.refresh_line()
 
     def set_model(self, model: str) -> None:
         self.model = model
@@ -59,6 +65,8 @@ class StatusLine(Static):
         ]
         if self.queued:
             parts += ["  ", (f"◷ {self.queued} queued", "bold $warning")]
+        if self.elsewhere:
+            parts += ["  ", (f"○ {', '.join(map(sanitize, self.elsewhere))} offline", "$warning")]
         if self.tls_off:
             parts += ["  ", ("⚠ TLS unverified", "bold $error")]
         self.update(Content.assemble(*parts))

@@ -43,15 +43,20 @@ class LocalAnswerBlock(Vertical):
         self.label = label
         self.markdown = Markdown("", open_links=False)
         self._stream: MarkdownStream | None = None
+        self.received = 0
 
     def compose(self) -> ComposeResult:
-        header = f"{sanitize(self.label)} · streaming… (Ctrl+L keeps it and cancels the question)"
+        header = (
+            f"{sanitize(self.label)} · streaming… "
+            "(Esc stops it; Ctrl+L keeps it and cancels the question)"
+        )
         yield Static(Content(header), classes="header", markup=False)
         yield self.markdown
 
     async def write(self, text: str) -> None:
         if self._stream is None:
             self._stream = self.markdown.get_stream(self.markdown)
+        self.received += len(text)
         await self._stream.write(sanitize(text))
 
     async def stop(self) -> None:
