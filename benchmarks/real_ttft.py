@@ -162,6 +162,14 @@ def run(quick: bool) -> list[Result]:
     for name, values in times.items():
         if values:
             results.append(Result(f"{name} TTFT median", median(values), "ms", "", None))
+    if baseline == "curl":
+        # What curl's figure carries beside the request: starting the process.
+        spawns = []
+        for _ in range(7):
+            started = time.perf_counter()
+            subprocess.run(["curl", "--version"], capture_output=True, check=False)
+            spawns.append((time.perf_counter() - started) * 1000)
+        results.append(Result("curl process start + exit (median)", median(spawns), "ms", "", None))
     # The fastest round of each: what is left when the shared machine is quiet.
     best = min(times["chat-tui"]) - min(times[baseline])
     results.append(Result(f"chat-tui − {baseline}, fastest rounds", best, "ms", "", None))

@@ -294,6 +294,10 @@ class ContextKeeper:
         configured, _ = self._configured(model)
         if configured:
             limit = Limit(configured, "setting", ratio)
+            if stored and stored[1] == "error" and stored[0] and stored[0] < configured:
+                # The server has already refused more than this: a setting that
+                # promises too much is not believed twice.
+                limit = Limit(stored[0], "error", ratio)
         else:
             window: int | None = None
             try:

@@ -327,3 +327,26 @@ async def test_store_remembers_limits_per_endpoint_and_model(tmp_path: Path) -> 
         assert await store.context_limit("http://a/v1", "other") is None
     finally:
         await store.close()
+
+
+async def test_an_overflow_beats_a_setting_that_promises_too_much(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    fault_server.context_tokens = 500
+    settings = make_settings(fault_server.base_url, tmp_path, context_tokens=100_000)
+    texts = [f"q{i} " + "some words " * 30 for i in range(8)]
+    async with await Engine.open(settings) as engine:
+        engine.start_watching()
+        await engine.reachability.wait_online(5)
+        cid = await talk(engine, None, texts)
+    overflows = [r for r in chat_requests(fault_server) if r.outcome == "overflow"]
+    assert overflows  # the setting was believed until the server said otherwise
+    # The next process starts from what the server said, not from the setting.
+    fault_server.requests.clear()
+    async with await Engine.open(settings) as engine:
+        engine.start_watching()
+        await engine.reachability.wait_online(5)
+        limit = await engine.outbox.context.limit_for(settings.model)
+        assert (limit.window, limit.source) == (500, "error")
+        await talk(engine, cid, ["one more " * 20])
+    assert [r.outcome for r in chat_requests(fault_server)] == ["completed"]

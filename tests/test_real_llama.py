@@ -206,3 +206,33 @@ async def test_no_stream_mode(
     replies = [m for m in messages if m.role == "assistant"]
     assert len(replies) == 2 and all(r.state == "complete" for r in replies)
     assert all(r.meta["usage"]["completion_tokens"] > 0 for r in replies)
+
+
+async def test_overflow_from_the_real_server_is_learned_and_trimmed(
+    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """A setting that promises more than the server has (4096 vs -c 1024): llama.cpp's
+    overflow error is read, its window believed, the request trimmed and resent at once."""
+    settings = real_settings(llama_server, tmp_path, context_tokens=4096)
+    async with await Engine.open(settings) as engine:
+        store = engine.store
+        # An earlier conversation of about 2,500 tokens, written as if it had been answered.
+        first, _ = await store.enqueue(None, "Tell me about rivers. " * 20)
+        cid = first.conversation_id
+        for i in range(12):
+            message = first if i == 0 else (await store.enqueue(cid, f"More, part {i}. " * 25))[0]
+            claim = await store.claim_next("seed", lease_seconds=30)
+            assert claim is not None and claim.message.id == message.id
+            await store.complete(message.id, "seed", "Rivers flow to the sea. " * 25)
+        engine.start_watching()
+        await engine.reachability.wait_online(30)
+        sent = await engine.outbox.submit(cid, "What did we talk about?")
+        await deliver_all(engine, 300)
+        question = await store.get_message(sent.message.id)
+        learned = await store.context_limit(settings.base_url, "smollm2")
+        conversation = await store.get_conversation(cid)
+    assert question is not None and question.state == "delivered" and question.attempts == 0
+    assert learned is not None and (learned[0], learned[1]) == (CONTEXT_TOKENS, "error")
+    assert conversation is not None and conversation.context_from_seq is not None
+    assert conversation.context_from_seq > first.seq  # the oldest turns were left out
