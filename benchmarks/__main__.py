@@ -28,6 +28,9 @@ BENCHMARKS = (
     "reconnect",
     "search",
     "netfaults",
+    "context_fit",
+    "real_ttft",
+    "fallback",
 )
 OPTIONAL = ("answers_lookup",)  # written by someone else; run when present
 NO_RUN = 3  # _collect's exit status for a module without run()

@@ -26,7 +26,7 @@ from .config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .store import Conversation, Message
+    from .store import Conversation, Message, Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
 
@@ -73,10 +73,14 @@ async def _open_engine(settings: Settings) -> Engine:
 
 
 async def _wait_first_probe(engine: Engine, timeout: float) -> None:
+    await engine.watch_pending_endpoints()  # every endpoint something waits for is probed
     engine.start_watching()
     deadline = time.monotonic() + timeout
-    while engine.reachability.state == "unknown" and time.monotonic() < deadline:
-        await engine.reachability.wait_change(timeout=deadline - time.monotonic())
+    links = engine.links.all()
+    while (
+        any(link.reachability.state == "unknown" for link in links) and time.monotonic() < deadline
+    ):
+        await engine.links.wait_change(timeout=deadline - time.monotonic())
 
 
 # -- verbs -------------------------------------------------------------------------------------
@@ -105,6 +109,11 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if not text.strip():
         raise CliError("nothing to send: give the text as an argument or on stdin", EXIT_USAGE)
+    if args.endpoint and args.endpoint not in settings.endpoint_names:
+        raise CliError(
+            f"no endpoint named {args.endpoint!r} (known: {', '.join(settings.endpoint_names)})",
+            EXIT_USAGE,
+        )
 
     async def run() -> int:
         engine = await _open_engine(settings)
@@ -113,7 +122,9 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
             if conversation_id is None and not args.new:
                 recent = await engine.store.list_conversations(limit=1)
                 conversation_id = recent[0].id if recent else None
-            result = await engine.outbox.submit(conversation_id, text)
+            if args.endpoint and conversation_id is not None:
+                await engine.store.set_endpoint(conversation_id, args.endpoint)
+            result = await engine.outbox.submit(conversation_id, text, endpoint=args.endpoint)
             message = result.message
             if not args.wait:
                 if args.json:
@@ -148,15 +159,22 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
     engine.start_delivery()
     deadline = time.monotonic() + args.timeout if args.timeout else None
     offline_shown = False
+    first = await engine.store.get_message(message_id)
+    assert first is not None
+    # The conversation's own endpoint decides "offline"; the fallback (if any)
+    # must have been probed once before it can answer.
+    link = engine.link_for(await engine.store.get_conversation(first.conversation_id))
+    reach = link.reachability if link is not None else engine.reachability
+    fallback = engine.links.get(engine.settings.fallback) if engine.settings.fallback else None
     while True:
         message = await engine.store.get_message(message_id)
         assert message is not None
         if message.state in ("delivered", "failed", "expired", "cancelled"):
             break
-        reach = engine.reachability
-        if not reach.online and reach.state != "unknown" and not offline_shown:
+        ready = fallback is None or fallback.reachability.state != "unknown"
+        if not reach.online and reach.state != "unknown" and ready and not offline_shown:
             offline_shown = True
-            notice = await engine.offline_answer(message)
+            notice = await engine.answer_while_offline(message)
             if notice is not None and not args.json:
                 print(
                     f"[{sanitize(str(notice.meta.get('label')))}]\n{sanitize(notice.content)}\n",
@@ -210,7 +228,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         async with engine:
             await _wait_first_probe(engine, settings.connect_timeout + 1)
             if args.once:
-                if not engine.reachability.online:
+                if not engine.links.any_online:
                     print(f"chat-tui: {engine.reachability.current.describe()}", file=sys.stderr)
                     return EXIT_OFFLINE
                 delivered = await engine.outbox.deliver_available()
@@ -254,6 +272,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                             "endpoint": settings.base_url,
                             "model": settings.model,
                             "reachability": {"state": reach.state, "detail": reach.detail},
+                            "endpoints": {
+                                link.name: {
+                                    "base_url": link.settings.base_url,
+                                    "model": link.model,
+                                    "state": link.reachability.state,
+                                    "detail": link.reachability.current.detail,
+                                }
+                                for link in engine.links.all()
+                            },
                             "counts": counts,
                             "items": [item.as_json() for item in items],
                         },
@@ -265,6 +292,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
             _out(f"endpoint: {settings.base_url} ({settings.model})")
             _out(f"state:    {reach.describe()}")
+            for link in engine.links.all()[1:]:
+                _out(
+                    f"  {link.name}: {link.settings.base_url} ({link.model}) — "
+                    f"{link.reachability.current.describe()}"
+                )
             _out(
                 "messages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
                 if any(counts.values())
@@ -322,35 +354,34 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def _message_label(m: Message) -> str:
     if m.role == "user":
         return "you" if m.state == "delivered" else f"you [{m.state}]"
-    return {"assistant": "assistant", "notice": "note"}.get(m.role, m.role)
+    if m.role == "assistant":
+        from .export import reply_labels  # stopped, reasoning only, tokens, tokens/s
+
+        return " · ".join(["assistant", *reply_labels(m)])
+    return {"notice": "note"}.get(m.role, m.role)
 
 
 async def _load_conversation(
     settings: Settings, conversation_id: int
-) -> tuple[Conversation, list[Message]]:
-    """A conversation and all its messages, or a CliError naming the missing id."""
+) -> tuple[Conversation, list[Message], dict[int, list[dict[str, Any]]]]:
+    """A conversation, all its messages and its turns' versions, or a CliError."""
     from .store import opened
 
     async with opened(settings.db_path) as store:
         conversation = await store.get_conversation(conversation_id)
         if conversation is None:
             raise CliError(f"no conversation with id {conversation_id}")
-        return conversation, await store.all_messages(conversation_id)
+        messages = await store.all_messages(conversation_id)
+        return conversation, messages, await store.turn_versions(conversation_id)
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        conversation, messages = await _load_conversation(settings, args.id)
+        conversation, messages, versions = await _load_conversation(settings, args.id)
         if args.json:
-            _out(
-                json.dumps(
-                    {
-                        "id": conversation.id,
-                        "title": conversation.title,
-                        "messages": [m.as_json() for m in messages],
-                    }
-                )
-            )
+            from .export import conversation_json
+
+            _out(json.dumps(conversation_json(conversation, messages, versions)))
             return EXIT_OK
         from .sanitize import sanitize
 
@@ -408,8 +439,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         from .export import render
 
-        conversation, messages = await _load_conversation(settings, args.id)
-        text = render(conversation, messages, args.format)
+        conversation, messages, versions = await _load_conversation(settings, args.id)
+        text = render(conversation, messages, args.format, versions)
         if args.output in (None, "-"):
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             return EXIT_OK
@@ -424,6 +455,22 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run())
 
 
+async def _wait_for_stop(store: Store, message: Message, seconds: float = 5.0) -> Message:
+    """A message being sent: its sender (any process) notices the stop within a
+    second and settles it; wait for that, bounded."""
+    _out(f"message {message.id} is being sent; asking its sender to stop…")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        current = await store.get_message(message.id)
+        if current is not None and current.state != "sending":
+            return current
+    raise CliError(
+        f"message {message.id} is still being sent; its sender has not answered the stop "
+        "(it stops when its lease runs out, or run `chat-tui cancel` again)"
+    )
+
+
 def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> int:
@@ -435,7 +482,12 @@ def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
                     message = await change(args.id)
                 except StoreError as exc:
                     raise CliError(str(exc)) from None
-            _out(f"message {message.id} is now {message.state}")
+                if action == "cancel" and message.state == "sending":
+                    message = await _wait_for_stop(store, message)
+            if action == "cancel" and message.state == "delivered":
+                _out(f"message {message.id} was being answered: stopped, the reply so far kept")
+            else:
+                _out(f"message {message.id} is now {message.state}")
             return EXIT_OK
 
         return _run(run())
@@ -492,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="S",
         help="with --wait: give up waiting after S seconds (the message stays queued)",
+    )
+    p.add_argument(
+        "--endpoint",
+        metavar="NAME",
+        help="the endpoint this conversation uses from now on ([endpoints.NAME] or 'default')",
     )
     p.add_argument("text", nargs="*", help="the message ('-' or nothing: read stdin)")
     p.set_defaults(func=cmd_send)
@@ -584,8 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "cancel",
         parents=[common],
-        help="cancel a queued message",
-        description="Cancel a queued, failed or expired message (kept in history).",
+        help="cancel a queued message, or stop one being sent",
+        description="Cancel a queued, failed or expired message (kept in history). A message "
+        "being sent is stopped, whichever process sends it: a reply already streaming is kept "
+        "as the reply, labelled stopped; with no reply yet, the message is cancelled.",
     )
     p.add_argument("id", type=int, help="message id (see `chat-tui status`)")
     p.set_defaults(func=_queue_action("cancel"))
@@ -597,6 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print where the config file, database and log live.",
     )
     p.set_defaults(func=cmd_paths)
+
+    from .cli_turns import add_verbs
+
+    add_verbs(verbs, common)
     return parser
 
 

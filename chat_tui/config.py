@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 APP_NAME = "chat-tui"
 DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
 DEFAULT_MODEL = "llama3.2"
+DEFAULT_ENDPOINT = "default"  # the endpoint the flat base_url/model/api_key keys describe
 
 
 class ConfigError(Exception):
@@ -52,6 +53,15 @@ class Settings:
     offline_answers: bool = True
     answer_threshold: float = 85.0
     handoff_on_exit: bool = True
+    context_tokens: int = 0  # the model's context window; 0 = ask the server, learn from errors
+    reply_tokens: int = 0  # room kept for the reply; 0 = 25 % of the window, at least 256
+    max_reply_tokens: int = 0  # sent as max_tokens when > 0 (the server's default otherwise)
+    # Per-model settings: [models."NAME"] context_tokens = N, reply_tokens = N
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Named endpoints: [endpoints.NAME] base_url, model, api_key_env. The flat
+    # base_url/model/api_key above are the endpoint called "default".
+    endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
+    fallback: str = ""  # an endpoint that answers while a conversation's own is offline
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     config_path: Path = field(default_factory=lambda: default_config_path())
 
@@ -65,6 +75,38 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def endpoint_names(self) -> list[str]:
+        """Every endpoint a conversation may use: "default" (the flat keys) first."""
+        return [DEFAULT_ENDPOINT, *sorted(n for n in self.endpoints if n != DEFAULT_ENDPOINT)]
+
+    def for_endpoint(self, name: str | None) -> Settings:
+        """These settings as seen by one named endpoint (its URL, key and model).
+
+        Everything else (timeouts, backoff, context settings) is shared, so each
+        endpoint's client, watcher and sender run on the same code and numbers.
+        Raises KeyError for a name that is not configured.
+        """
+        if not name or name == DEFAULT_ENDPOINT:
+            return self
+        own = self.endpoints[name]
+        return dataclasses.replace(
+            self, base_url=own.base_url, api_key=own.api_key(), model=own.model or self.model
+        )
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """One ``[endpoints.NAME]`` table. The API key stays in the environment:
+    only the variable's name is configured, so no key is ever written to a file."""
+
+    base_url: str
+    model: str = ""
+    api_key_env: str = ""
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
 
 
 def default_config_path() -> Path:
@@ -92,8 +134,78 @@ _FILE_KEYS: dict[str, tuple[type, ...]] = {
         else (str,)
     )
     for f in fields(Settings)
-    if f.name not in ("data_dir", "config_path", "api_key")
+    if f.name not in ("data_dir", "config_path", "api_key", "models", "endpoints")
 }
+_ENDPOINT_KEYS = ("base_url", "model", "api_key_env")
+
+
+def _coerce_endpoints(path: Path, value: Any) -> dict[str, EndpointConfig]:
+    """``[endpoints.NAME]`` tables: base_url (required), model, api_key_env."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: 'endpoints' must be a table of [endpoints.NAME] tables")
+    out: dict[str, EndpointConfig] = {}
+    for name, table in value.items():
+        where = f"[endpoints.{json_quote(name)}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {where} must be a table")
+        if name == DEFAULT_ENDPOINT:
+            raise ConfigError(
+                f"{path}: {where}: the name 'default' is the flat base_url/model keys; "
+                "set those instead"
+            )
+        if "api_key" in table:
+            raise ConfigError(
+                f"{path}: {where}: put the key in an environment variable and name it "
+                "with api_key_env (keys are never written in endpoint tables)"
+            )
+        for key, item in table.items():
+            if key not in _ENDPOINT_KEYS:
+                raise ConfigError(
+                    f"{path}: unknown setting '{key}' in {where} "
+                    f"(known: {', '.join(_ENDPOINT_KEYS)})"
+                )
+            if not isinstance(item, str):
+                raise ConfigError(f"{path}: '{key}' in {where} must be a string, not {item!r}")
+        if not table.get("base_url"):
+            raise ConfigError(f"{path}: {where} needs a base_url")
+        out[str(name)] = EndpointConfig(
+            base_url=_check_url(table["base_url"], f"{where} base_url"),
+            model=table.get("model", ""),
+            api_key_env=table.get("api_key_env", ""),
+        )
+    return out
+
+
+_MODEL_KEYS = ("context_tokens", "reply_tokens")
+
+
+def _coerce_models(path: Path, value: Any) -> dict[str, dict[str, int]]:
+    """``[models."NAME"]`` tables: per-model context settings."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: 'models' must be a table of [models.\"NAME\"] tables")
+    out: dict[str, dict[str, int]] = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [models.{json_quote(name)}] must be a table")
+        own: dict[str, int] = {}
+        for key, number in table.items():
+            if key not in _MODEL_KEYS:
+                raise ConfigError(
+                    f"{path}: unknown setting '{key}' in [models.{json_quote(name)}] "
+                    f"(known: {', '.join(_MODEL_KEYS)})"
+                )
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise ConfigError(
+                    f"{path}: '{key}' in [models.{json_quote(name)}] must be a whole number "
+                    f"of tokens, not {number!r}"
+                )
+            own[key] = number
+        out[str(name)] = own
+    return out
+
+
+def json_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -127,13 +239,19 @@ def _coerce_file_values(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{path}: 'api_key' must be a string")
             out[key] = value
             continue
+        if key == "models":
+            out[key] = _coerce_models(path, value)
+            continue
+        if key == "endpoints":
+            out[key] = _coerce_endpoints(path, value)
+            continue
         if key == "data_dir":
             if not isinstance(value, str):
                 raise ConfigError(f"{path}: 'data_dir' must be a string")
             out[key] = Path(value).expanduser()
             continue
         if key not in _FILE_KEYS:
-            known = ", ".join(sorted([*_FILE_KEYS, "api_key", "data_dir"]))
+            known = ", ".join(sorted([*_FILE_KEYS, "api_key", "data_dir", "models", "endpoints"]))
             raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
         expected = _FILE_KEYS[key]
         # bool is an int subclass; don't let `max_attempts = true` through.
@@ -148,20 +266,28 @@ def _coerce_file_values(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validate(settings: Settings) -> Settings:
-    if not settings.base_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"base_url must start with http:// or https://, not {settings.base_url!r}"
-        )
+def _check_url(value: str, what: str = "base_url") -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{what} must start with http:// or https://, not {value!r}")
     # A URL the HTTP client would reject (bad port, broken IPv6 literal, no
     # host, spaces or control characters) must fail here, not as a traceback.
     try:
-        url = urlsplit(settings.base_url)
+        url = urlsplit(value)
         url.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ConfigError(f"base_url {settings.base_url!r} is not a valid URL: {exc}") from None
-    if not url.hostname or any(ch <= " " or ch == "\x7f" for ch in settings.base_url):
-        raise ConfigError(f"base_url {settings.base_url!r} is not a valid URL")
+        raise ConfigError(f"{what} {value!r} is not a valid URL: {exc}") from None
+    if not url.hostname or any(ch <= " " or ch == "\x7f" for ch in value):
+        raise ConfigError(f"{what} {value!r} is not a valid URL")
+    return value.rstrip("/")
+
+
+def _validate(settings: Settings) -> Settings:
+    _check_url(settings.base_url)
+    if settings.fallback and settings.fallback not in settings.endpoint_names:
+        raise ConfigError(
+            f"fallback = {settings.fallback!r} names no endpoint "
+            f"(known: {', '.join(settings.endpoint_names)})"
+        )
     for f in fields(Settings):
         value = getattr(settings, f.name)
         if isinstance(value, float) and not math.isfinite(value):  # nan, inf from TOML
@@ -177,7 +303,14 @@ def _validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"'{name}' must be greater than 0")
-    for name in ("max_age", "dedup_window", "backoff_cap"):
+    for name in (
+        "max_age",
+        "dedup_window",
+        "backoff_cap",
+        "context_tokens",
+        "reply_tokens",
+        "max_reply_tokens",
+    ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"'{name}' must not be negative")
     if settings.max_attempts < 1 or settings.concurrency < 1 or settings.max_reply_chars < 1:

@@ -109,6 +109,64 @@ class Reply:
     finish_reason: str
     model: str | None = None
     capped: bool = False
+    reasoning: str = ""  # the model's thinking: stored with the reply, never sent back
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the server said the request cost, and how fast the reply came."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_per_second: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens_per_second": self.tokens_per_second,
+        }
+
+
+def read_usage(data: dict[str, Any], seconds: float | None = None) -> Usage | None:
+    """``usage`` (OpenAI and most servers) or llama.cpp's ``timings``, whichever is there.
+
+    llama.cpp's ``timings.prompt_n`` counts only the prompt tokens it did not
+    have cached, so ``cache_n`` is added back for the whole prompt.
+    """
+    usage = data.get("usage")
+    timings = data.get("timings")
+    prompt = completion = None
+    rate: float | None = None
+    if isinstance(usage, dict):
+        prompt = _int_or_none(usage.get("prompt_tokens"))
+        completion = _int_or_none(usage.get("completion_tokens"))
+    if isinstance(timings, dict):
+        if prompt is None and _int_or_none(timings.get("prompt_n")) is not None:
+            prompt = (_int_or_none(timings.get("prompt_n")) or 0) + (
+                _int_or_none(timings.get("cache_n")) or 0
+            )
+        if completion is None:
+            completion = _int_or_none(timings.get("predicted_n"))
+        per_second = timings.get("predicted_per_second")
+        if isinstance(per_second, int | float) and per_second > 0:
+            rate = float(per_second)
+    if prompt is None and completion is None:
+        return None
+    if rate is None and completion and seconds and seconds > 0:
+        rate = completion / seconds
+    return Usage(prompt, completion, round(rate, 1) if rate is not None else None)
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and value >= 0 and value == int(value):
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +273,36 @@ class _Activity:
         self.last = time.monotonic()
 
 
+def classify_error_object(err: object) -> DeliveryError:
+    """An error the server sent inside a 200 answer (a JSON body, an SSE ``event: error``,
+    a ``data:`` line with ``error``): classified as its HTTP status would be (DESIGN
+    step 5). Without a usable status it is the server failing: transient."""
+    message: object = err
+    status: int | None = None
+    code = ""
+    if isinstance(err, dict):
+        message = err.get("message") or err.get("detail") or err.get("error") or "no reason given"
+        for key in ("status", "code", "status_code"):
+            value = err.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
+                status = value
+                break
+            if isinstance(value, str) and value.isdigit() and 100 <= int(value) < 600:
+                status = int(value)
+                break
+        code = " ".join(str(err.get(k) or "") for k in ("code", "type"))
+    reason = f"the server failed: {sanitize(str(message))[:300]}"
+    if "context_length_exceeded" in code or "exceed_context_size" in code:
+        return PermanentError(reason, status=status or 400)
+    if status in AUTH_STATUS:
+        return AuthError(reason, status=status)
+    if status == 429 and "insufficient_quota" in code:
+        return PermanentError(reason, status=status)
+    if status is not None and 400 <= status < 500 and status not in TRANSIENT_STATUS:
+        return PermanentError(reason, status=status)
+    return TransientError(reason, status=status)
+
+
 class Endpoint:
     """One httpx.AsyncClient at a time for the life of the process.
 
@@ -234,6 +322,9 @@ class Endpoint:
         self._users: dict[httpx.AsyncClient, int] = {}  # client → requests running on it
         self._retiring: set[httpx.AsyncClient] = set()  # dropped, closed when its last is done
         self.pool_drops = 0  # counted for the tests and benchmarks
+        # Ask streams for their token usage; a server that refuses the option is
+        # asked again without it, and not asked again (the outbox persists this).
+        self.include_usage = True
 
     def _make_client(self) -> httpx.AsyncClient:
         settings = self.settings
@@ -460,6 +551,23 @@ class Endpoint:
             latency,
         )
 
+    async def fetch_json(
+        self, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 3.0
+    ) -> Any:
+        """A small JSON side request (e.g. the server's context size); None on any failure."""
+        try:
+            response = await self._client.request(
+                method,
+                url,
+                json=body,
+                timeout=httpx.Timeout(min(self.settings.connect_timeout, timeout), read=timeout),
+            )
+            if response.status_code != 200 or not _looks_like_json(response):
+                return None
+            return json.loads(response.content[: 1024 * 1024])
+        except (httpx.HTTPError, ValueError):
+            return None
+
     # -- chat ------------------------------------------------------------------
 
     async def chat(
@@ -469,6 +577,7 @@ class Endpoint:
         model: str,
         idempotency_key: str,
         on_delta: DeltaCallback | None = None,
+        on_reasoning: DeltaCallback | None = None,
     ) -> Reply:
         """Send one chat request; return the whole reply or raise a DeliveryError.
 
@@ -482,7 +591,9 @@ class Endpoint:
         """
         activity = _Activity(time.monotonic())
         request = asyncio.ensure_future(
-            self._chat(messages, model, idempotency_key, on_delta, activity)
+            self._chat_asking_usage(
+                messages, model, idempotency_key, on_delta, on_reasoning, activity
+            )
         )
         try:
             return await self._watch(request, activity)
@@ -521,17 +632,40 @@ class Endpoint:
                 self.drop_connections(f"link check failed: {why}")
                 raise UnreachableError(f"the link is down: {self._redact(why)}")
 
-    async def _chat(
+    async def _chat_asking_usage(
         self,
         messages: list[dict[str, str]],
         model: str,
         idempotency_key: str,
         on_delta: DeltaCallback | None,
+        on_reasoning: DeltaCallback | None,
         activity: _Activity,
     ) -> Reply:
         body: dict[str, Any] = {"model": model, "messages": messages}
+        if self.settings.max_reply_tokens > 0:
+            body["max_tokens"] = self.settings.max_reply_tokens
         if self.settings.stream:
             body["stream"] = True
+            if self.include_usage:
+                body["stream_options"] = {"include_usage": True}
+        try:
+            return await self._chat(body, idempotency_key, on_delta, on_reasoning, activity)
+        except PermanentError as exc:
+            if "stream_options" not in body or "stream_options" not in exc.reason:
+                raise
+        # The server rejected the usage option (some older proxies): once without it.
+        self.include_usage = False
+        del body["stream_options"]
+        return await self._chat(body, idempotency_key, on_delta, on_reasoning, activity)
+
+    async def _chat(
+        self,
+        body: dict[str, Any],
+        idempotency_key: str,
+        on_delta: DeltaCallback | None,
+        on_reasoning: DeltaCallback | None,
+        activity: _Activity,
+    ) -> Reply:
         headers = {"Idempotency-Key": idempotency_key}
         if self.settings.stream:
             headers["Accept"] = "text/event-stream"
@@ -542,7 +676,7 @@ class Endpoint:
                 ) as response:
                     self._pooled = True
                     activity.touch()
-                    return await self._read_reply(response, on_delta, activity)
+                    return await self._read_reply(response, on_delta, on_reasoning, activity)
         except DeliveryError as exc:
             exc.reason = self._redact(exc.reason)
             exc.args = (exc.reason,)
@@ -560,14 +694,18 @@ class Endpoint:
             raise TransientError(f"bad response: {exc}") from None
 
     async def _read_reply(
-        self, response: httpx.Response, on_delta: DeltaCallback | None, activity: _Activity
+        self,
+        response: httpx.Response,
+        on_delta: DeltaCallback | None,
+        on_reasoning: DeltaCallback | None,
+        activity: _Activity,
     ) -> Reply:
         if not 200 <= response.status_code < 300:
             body = await _read_capped(response, 64 * 1024)
             raise classify_status(response, body)
         ctype = response.headers.get("content-type", "")
         if "text/event-stream" in ctype:
-            return await self._read_stream(response, on_delta, activity)
+            return await self._read_stream(response, on_delta, on_reasoning, activity)
         if "json" in ctype:
             limit = self.settings.max_reply_chars * 4 + 64 * 1024
             seconds = self.settings.max_reply_seconds
@@ -585,60 +723,97 @@ class Endpoint:
                     f"the reply was larger than {limit:,} bytes; with stream = true "
                     "a long reply is kept, cut and labelled"
                 )
-            return await self._parse_body(body, on_delta)
+            return await self._parse_body(body, on_delta, on_reasoning)
         raise UnreachableError(
             f"the server answered {ctype.split(';')[0] or 'something'} instead of the API "
             "(a captive portal or proxy login page?)",
             captive=True,
         )
 
-    async def _parse_body(self, body: bytes, on_delta: DeltaCallback | None) -> Reply:
+    async def _parse_body(
+        self, body: bytes, on_delta: DeltaCallback | None, on_reasoning: DeltaCallback | None
+    ) -> Reply:
         try:
             # Decode leniently, as the stream path does: invalid UTF-8 from
             # the server becomes U+FFFD instead of an endless transient retry.
             data = json.loads(body.decode("utf-8", "replace"), strict=False)
+        except ValueError:
+            raise TransientError("the reply was not a complete chat completion") from None
+        if isinstance(data, dict) and "error" in data and not data.get("choices"):
+            raise classify_error_object(data["error"])
+        try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            message = choice["message"]
+            text = message.get("content") or ""
+            thinking = message.get("reasoning_content") or message.get("reasoning") or ""
             finish = choice.get("finish_reason")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise TransientError("the reply was not a complete chat completion") from None
         if not finish:
             raise TransientError("the reply has no finish_reason")
-        text = sanitize(text)
+        splitter = ThinkSplitter()
+        inline_thinking, text = splitter.feed(str(text))
+        tail_thinking, tail = splitter.flush()
+        text = sanitize(text + tail)
+        reasoning = sanitize(str(thinking) + inline_thinking + tail_thinking)
         capped = len(text) > self.settings.max_reply_chars
         if capped:
             text = self._cap(text[: self.settings.max_reply_chars], "too long")
+        reasoning = reasoning[: self.settings.max_reply_chars]
+        if on_reasoning is not None and reasoning:
+            result = on_reasoning(reasoning)
+            if result is not None:
+                await result
         if on_delta is not None:
             result = on_delta(text)  # non-streaming: the whole reply is one delta
             if result is not None:
                 await result
-        return Reply(text, str(finish), data.get("model"), capped)
+        return Reply(text, str(finish), data.get("model"), capped, reasoning, read_usage(data))
 
     def _cap(self, text: str, why: str) -> str:
         return text + CAP_MARKER.format(limit=f"{len(text):,} characters", why=why)
 
-    def _cut_for_time(self, parts: list[str], model: str | None) -> Reply:
-        """A stream past max_reply_seconds: keep what came, labelled; nothing is no reply."""
+    def _cut_for_time(self, parts: list[str], model: str | None, reasoning: str = "") -> Reply:
+        """A stream past max_reply_seconds: keep what came, labelled; nothing is no reply.
+
+        Reasoning is progress too: a model that thought the whole time gets its
+        thinking kept (a reply with reasoning only), not a retry that thinks again.
+        """
         seconds = self.settings.max_reply_seconds
         text = "".join(parts)
-        if not text.strip():
+        if not text.strip() and not reasoning.strip():
             raise TransientError(f"the stream sent no text in {seconds:g} s")
         return Reply(
-            self._cap(text, f"still streaming after {seconds:.0f} s"), "length", model, True
+            self._cap(text, f"still streaming after {seconds:.0f} s"),
+            "length",
+            model,
+            True,
+            reasoning,
         )
 
     async def _read_stream(
-        self, response: httpx.Response, on_delta: DeltaCallback | None, activity: _Activity
+        self,
+        response: httpx.Response,
+        on_delta: DeltaCallback | None,
+        on_reasoning: DeltaCallback | None,
+        activity: _Activity,
     ) -> Reply:
         from httpx_sse import EventSource, SSEError
 
         limit = self.settings.max_reply_chars
-        deadline = time.monotonic() + self.settings.max_reply_seconds
+        started = time.monotonic()
+        deadline = started + self.settings.max_reply_seconds
         cleaner = StreamSanitizer()
+        thought_cleaner = StreamSanitizer()
+        splitter = ThinkSplitter()
         parts: list[str] = []
+        thoughts: list[str] = []
         size = 0
         finish: str | None = None
+        done = False
         model: str | None = None
+        usage_data: dict[str, Any] = {}
+        first_at: float | None = None
 
         async def emit(raw: str) -> None:
             nonlocal size
@@ -652,15 +827,43 @@ class Endpoint:
                     if result is not None:
                         await result
 
+        async def think(raw: str) -> None:
+            nonlocal size
+            activity.flowing = True  # thinking is the reply making progress
+            clean = thought_cleaner.feed(raw)
+            if clean:
+                thoughts.append(clean)
+                size += len(clean)
+                if on_reasoning is not None:
+                    result = on_reasoning(clean)
+                    if result is not None:
+                        await result
+
+        async def content(raw: str) -> None:
+            thinking, answer = splitter.feed(raw)
+            if thinking:
+                await think(thinking)
+            if answer:
+                await emit(answer)
+
         guard = _GuardedStream(response, deadline, 8 * limit + 64 * 1024, activity)
         events = EventSource(guard).aiter_sse()  # type: ignore[arg-type]
         try:
             async for event in events:
                 guard.pending = 0
                 data = event.data.strip()
+                if event.event == "error":
+                    try:
+                        payload: object = json.loads(data, strict=False) if data else data
+                    except ValueError:
+                        payload = data
+                    if isinstance(payload, dict) and "error" in payload:
+                        payload = payload["error"]
+                    raise classify_error_object(payload or "an error event")
                 if not data:
                     continue
                 if data == "[DONE]":
+                    done = True
                     await _drain(events)
                     break
                 try:
@@ -670,34 +873,123 @@ class Endpoint:
                 if not isinstance(chunk, dict):
                     raise TransientError("the stream had a malformed chunk")
                 if "error" in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise TransientError(f"the server failed mid-reply: {sanitize(str(msg))[:300]}")
+                    raise classify_error_object(chunk["error"])
                 model = chunk.get("model") or model
+                # Usage comes in a chunk of its own (empty choices) or on the last one;
+                # llama.cpp adds its timings there too.
+                for key in ("usage", "timings"):
+                    if isinstance(chunk.get(key), dict):
+                        usage_data[key] = chunk[key]
                 for choice in chunk.get("choices") or []:
                     if not isinstance(choice, dict):
                         raise TransientError("the stream had a malformed chunk")
                     delta = choice.get("delta") or {}
-                    content = delta.get("content") if isinstance(delta, dict) else None
-                    if content:
-                        await emit(str(content))
+                    if isinstance(delta, dict):
+                        thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                        if thinking and isinstance(thinking, str):
+                            first_at = first_at or time.monotonic()
+                            await think(thinking)
+                        text = delta.get("content")
+                        if text:
+                            first_at = first_at or time.monotonic()
+                            await content(str(text))
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
                 if size > limit:
                     text = "".join(parts)[:limit]
-                    return Reply(self._cap(text, "too long"), "length", model, True)
+                    return Reply(
+                        self._cap(text, "too long"), "length", model, True, "".join(thoughts)
+                    )
                 if time.monotonic() > deadline:
-                    return self._cut_for_time(parts, model)
+                    return self._cut_for_time(parts, model, "".join(thoughts))
         except SSEError as exc:
             raise TransientError(f"bad stream: {exc}") from None
         except _StreamDeadline:  # bytes kept coming, but no event (comments, one endless line)
-            return self._cut_for_time(parts, model)
-        tail = cleaner.flush()
-        if tail:
-            parts.append(tail)
-        if finish is None:
+            return self._cut_for_time(parts, model, "".join(thoughts))
+        if finish is None and not done:
             raise TransientError("the stream ended before the reply was finished")
-        return Reply("".join(parts), finish, model)
+        thinking, answer = splitter.flush()
+        if thinking:
+            await think(thinking)
+        if answer:
+            await emit(answer)
+        for cleaner_, sink in ((cleaner, parts), (thought_cleaner, thoughts)):
+            tail = cleaner_.flush()
+            if tail:
+                sink.append(tail)
+        # `[DONE]` after chunks whose finish_reason was null or "" is a whole reply
+        # (Ollama has sent "", LiteLLM drops the field); only a stream with neither
+        # ended early.
+        seconds = time.monotonic() - first_at if first_at is not None else None
+        return Reply(
+            "".join(parts),
+            finish or "stop",
+            model,
+            reasoning="".join(thoughts),
+            usage=read_usage(usage_data, seconds),
+        )
+
+
+class ThinkSplitter:
+    """Separates inline ``<think>…</think>`` at the start of a reply from its answer.
+
+    Fed piece by piece as a stream arrives; a tag split across pieces is held
+    back until it is whole. Only a block that opens the reply counts: a
+    ``<think>`` later in an answer is the answer's text (code, a quote).
+    """
+
+    OPEN = "<think>"
+    CLOSE = "</think>"
+
+    def __init__(self) -> None:
+        self._state = "start"  # start → thinking → after (</think> seen) → answer
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """Returns (thinking, answer) text ready to show."""
+        if self._state == "answer":
+            return "", text
+        if self._state == "after":  # the line break after </think> may come in later pieces
+            text = text.lstrip("\n")
+            if text:
+                self._state = "answer"
+            return "", text
+        held = self._held + text
+        self._held = ""
+        if self._state == "start":
+            stripped = held.lstrip()
+            if stripped.startswith(self.OPEN):
+                self._state = "thinking"
+                held = stripped[len(self.OPEN) :]
+            elif self.OPEN.startswith(stripped):  # maybe the start of the tag: wait
+                self._held = held
+                return "", ""
+            else:
+                self._state = "answer"
+                return "", held
+        end = held.find(self.CLOSE)
+        if end >= 0:
+            self._state = "after"
+            return held[:end], self.feed(held[end + len(self.CLOSE) :])[1]
+        keep = _partial_suffix(held, self.CLOSE)
+        if keep:
+            self._held = held[-keep:]
+            held = held[:-keep]
+        return held, ""
+
+    def flush(self) -> tuple[str, str]:
+        held, self._held = self._held, ""
+        if self._state == "thinking":
+            return held, ""  # the model never closed its thinking
+        return "", held
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """How many characters at the end of ``text`` could start ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0
 
 
 class _StreamDeadline(Exception):

@@ -37,6 +37,14 @@ class ReplyDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyReasoning:
+    """Some of the model's thinking, shown apart from the answer."""
+
+    question: Message
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyStored:
     question: Message
     reply: Message
@@ -60,8 +68,44 @@ class DeliveryProblem:
     text: str | None
 
 
+# -- a fallback endpoint answering while the conversation's own is offline ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswerStarted:
+    """A fallback endpoint starts answering ``question`` (which stays queued)."""
+
+    question: Message
+    label: str  # "answered by MODEL on NAME while PRIMARY is offline"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswerDelta:
+    question: Message
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswerEnded:
+    """The fallback answer is stored as ``notice``, or failed (``error``; nothing
+    changes for the queued question)."""
+
+    question: Message
+    notice: Message | None
+    error: str | None = None
+
+
 OutboxEvent = (
-    MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAborted | DeliveryProblem
+    MessageChanged
+    | ReplyStarted
+    | ReplyDelta
+    | ReplyReasoning
+    | ReplyStored
+    | ReplyAborted
+    | LocalAnswerStarted
+    | LocalAnswerDelta
+    | LocalAnswerEnded
+    | DeliveryProblem
 )
 Listener = Callable[[OutboxEvent], None]
 
@@ -75,9 +119,15 @@ class ReachabilityState:
     detail: str
     since: float  # wall clock
     next_probe_at: float | None  # wall clock, None while a probe runs
+    endpoint: str = "default"  # which named endpoint this is about
 
     def describe(self) -> str:
-        """One line for a person: what is wrong, in plain words."""
+        """One line for a person: what is wrong, in plain words (and with which
+        endpoint, when it is not the default one)."""
+        text = self._words()
+        return text if self.endpoint == "default" else f"{self.endpoint}: {text}"
+
+    def _words(self) -> str:
         return {
             "unknown": "checking the endpoint…",
             "online": "online",

@@ -38,7 +38,9 @@ class Reachability:
         *,
         probe_cap: float = 15.0,
         on_change: Callable[[ReachabilityState], None] | None = None,
+        name: str = "default",
     ) -> None:
+        self.name = name
         self._endpoint = endpoint
         self._schedule = ProbeSchedule(first=min(1.0, probe_cap), cap=probe_cap)
         self._on_change = on_change
@@ -54,7 +56,7 @@ class Reachability:
         self._tcp_triggered = False  # the pending probe was asked for by a bare connect
         self._local_address: str | None = None
         self._last_attempt = 0.0  # monotonic time of the last probe or bare connect
-        self.current = ReachabilityState("unknown", "", time.time(), None)
+        self.current = ReachabilityState("unknown", "", time.time(), None, name)
 
     @property
     def state(self) -> str:
@@ -201,8 +203,8 @@ class Reachability:
             return
         since = time.time() if changed else self.current.since
         if changed:
-            log.info("endpoint %s: %s", state, detail)
-        self.current = ReachabilityState(state, detail, since, self._next_probe_wall())
+            log.info("endpoint %s %s: %s", self.name, state, detail)
+        self.current = ReachabilityState(state, detail, since, self._next_probe_wall(), self.name)
         if state == "online":
             self._online.set()
         else:
@@ -218,6 +220,7 @@ class Reachability:
                 self.current.detail,
                 self.current.since,
                 self._next_probe_wall(),
+                self.name,
             )
         if self._on_change is not None:
             self._on_change(self.current)

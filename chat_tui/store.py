@@ -59,6 +59,13 @@ class Conversation:
     system_prompt: str | None
     created_at: float
     updated_at: float
+    # The user-message seqs that bound the last request's context (the oldest
+    # turn sent, and the question): where the model's memory starts.
+    context_from_seq: int | None = None
+    context_to_seq: int | None = None
+    endpoint: str | None = None  # the named endpoint; None: the default (flat settings)
+    branch_of: int | None = None  # the conversation this one was branched from
+    branch_seq: int | None = None  # …at the user message with this seq (edited here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +86,8 @@ class Message:
     next_attempt_at: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The shape `chat-tui show --json` promises."""
-        return {
+        """The shape `chat-tui show --json` promises (replies add reasoning and usage)."""
+        data = {
             "id": self.id,
             "role": self.role,
             "content": self.content,
@@ -88,6 +95,10 @@ class Message:
             "created_at": self.created_at,
             "error": self.error,
         }
+        # A reply's thinking and token usage (null for other messages).
+        data["reasoning"] = self.meta.get("reasoning") or None
+        data["usage"] = self.meta.get("usage") if self.role == "assistant" else None
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,7 @@ class Claim:
     history: list[dict[str, str]]  # earlier delivered turns, oldest first, excluding this one
     owner: str
     lease_expires: float
+    history_seqs: list[int] = field(default_factory=list)  # each history pair's user seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +222,52 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
 END;
 """
 
+# Context windows, stopping a reply: what was learned about each model's window
+# (per endpoint and model), which turns the last request carried, and a stop
+# flag the lease holder polls (so `cancel` from another process stops a send).
+SCHEMA_V2_CONTEXT = """
+CREATE TABLE context_limits (
+    endpoint        TEXT NOT NULL,
+    model           TEXT NOT NULL,
+    window          INTEGER,
+    source          TEXT,
+    bytes_per_token REAL,
+    updated_at      REAL NOT NULL,
+    PRIMARY KEY (endpoint, model)
+);
+ALTER TABLE conversations ADD COLUMN context_from_seq INTEGER;
+ALTER TABLE conversations ADD COLUMN context_to_seq INTEGER;
+ALTER TABLE outbox ADD COLUMN stop_requested TEXT;
+"""
+
+# Named endpoints, versions and branches: each conversation belongs to one endpoint
+# (NULL: the default); a regenerated or edited turn keeps its earlier versions in
+# turn_versions (the messages table holds the version shown, the one sent as
+# context); a branch remembers where it came from.
+SCHEMA_V3_ENDPOINTS = """
+ALTER TABLE conversations ADD COLUMN endpoint TEXT;
+ALTER TABLE conversations ADD COLUMN branch_of INTEGER;
+ALTER TABLE conversations ADD COLUMN branch_seq INTEGER;
+CREATE TABLE turn_versions (
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    version         INTEGER NOT NULL,
+    question        TEXT    NOT NULL,
+    reply           TEXT,
+    reply_state     TEXT,
+    reply_meta      TEXT,
+    created_at      REAL    NOT NULL,
+    PRIMARY KEY (conversation_id, seq, version)
+);
+"""
+
 # Each entry upgrades the schema by one version; append, never edit.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_CONTEXT, SCHEMA_V3_ENDPOINTS]
+
+DEFAULT_ENDPOINT = "default"  # what a conversation with endpoint NULL uses
+_ENDPOINT_OF = (
+    "COALESCE((SELECT c.endpoint FROM conversations c WHERE c.id = m.conversation_id), 'default')"
+)
 
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.role, m.content, m.state, m.created_at, m.updated_at, "
@@ -248,6 +304,11 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         system_prompt=row["system_prompt"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        context_from_seq=row["context_from_seq"],
+        context_to_seq=row["context_to_seq"],
+        endpoint=row["endpoint"],
+        branch_of=row["branch_of"],
+        branch_seq=row["branch_seq"],
     )
 
 
@@ -421,20 +482,28 @@ class Store:
         now: float,
         model: str | None = None,
         system_prompt: str | None = None,
+        endpoint: str | None = None,
     ) -> int:
         cur = await db.execute(
-            "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (title, model, system_prompt, now, now),
+            "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at, "
+            "endpoint) VALUES (?, ?, ?, ?, ?, ?)",
+            (title, model, system_prompt, now, now, _endpoint_value(endpoint)),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     async def create_conversation(
-        self, title: str = "", *, model: str | None = None, system_prompt: str | None = None
+        self,
+        title: str = "",
+        *,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        endpoint: str | None = None,
     ) -> Conversation:
         async with self._write() as db:
-            cid = await self._insert_conversation(db, title, time.time(), model, system_prompt)
+            cid = await self._insert_conversation(
+                db, title, time.time(), model, system_prompt, endpoint
+            )
         conv = await self.get_conversation(cid)
         assert conv is not None
         return conv
@@ -467,6 +536,31 @@ class Store:
                 (model or None, system_prompt or None, conversation_id),
             )
 
+    async def set_endpoint(
+        self, conversation_id: int, endpoint: str | None, *, model: str | None = None
+    ) -> None:
+        """Move a conversation to another endpoint (and model; None: that endpoint's).
+
+        Its queued messages go to the new endpoint: delivery reads the
+        conversation's endpoint at each claim.
+        """
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE conversations SET endpoint = ?, model = ? WHERE id = ?",
+                (_endpoint_value(endpoint), model or None, conversation_id),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no conversation with id {conversation_id}")
+
+    async def pending_endpoints(self) -> list[str]:
+        """The endpoints that messages in the outbox are waiting for."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT DISTINCT COALESCE(c.endpoint, 'default') AS name FROM outbox o "
+                "JOIN conversations c ON c.id = o.conversation_id"
+            )
+            return [r["name"] for r in await cur.fetchall()]
+
     async def delete_conversation(self, conversation_id: int) -> None:
         async with self._write() as db:
             await db.execute("DELETE FROM outbox WHERE conversation_id = ?", (conversation_id,))
@@ -483,19 +577,23 @@ class Store:
         *,
         dedup_window: float = 0.0,
         now: float | None = None,
+        endpoint: str | None = None,
     ) -> tuple[Message, bool]:
         """Store a user message and its outbox entry in one transaction.
 
         Returns ``(message, is_duplicate)``. When the same text is still queued
         in the conversation and was queued within ``dedup_window`` seconds, the
         existing message is returned and nothing is written. With
-        ``conversation_id=None`` a conversation is created, titled from the text.
+        ``conversation_id=None`` a conversation is created, titled from the text
+        (on ``endpoint``, None: the default).
         """
         now = time.time() if now is None else now
         async with self._write() as db:
             new_conversation = conversation_id is None
             if conversation_id is None:
-                conversation_id = await self._insert_conversation(db, title_from(text), now)
+                conversation_id = await self._insert_conversation(
+                    db, title_from(text), now, endpoint=endpoint
+                )
             else:
                 cur = await db.execute(
                     "SELECT title FROM conversations WHERE id = ?", (conversation_id,)
@@ -644,17 +742,27 @@ class Store:
         lease_seconds: float,
         now: float | None = None,
         exclude_conversations: Iterable[int] = (),
+        endpoints: Iterable[str] | None = None,
+        with_history: bool = True,
     ) -> Claim | None:
         """Lease the oldest deliverable message, or return None.
 
         Deliverable: queued (or ``sending`` under an expired lease: its holder
         died), due, and every earlier user message of its conversation settled.
+        ``endpoints``: only conversations on these endpoints (the ones online).
+        ``with_history=False`` leaves the history out (the sender loads only what
+        can fit the model's window, with ``history``).
         """
         now = time.time() if now is None else now
         excluded = tuple(exclude_conversations)
         not_in = (
             f"AND m.conversation_id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         )
+        on, names = _endpoint_filter(endpoints)
+        if on is None:
+            return None
+        not_in += on
+        excluded += names
         async with self._write() as db:
             cur = await db.execute(
                 f"""
@@ -677,7 +785,8 @@ class Store:
             message_id = row["id"]
             expires = now + lease_seconds
             await db.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_expires = ? WHERE message_id = ?",
+                "UPDATE outbox SET lease_owner = ?, lease_expires = ?, stop_requested = NULL "
+                "WHERE message_id = ?",
                 (owner, expires, message_id),
             )
             await db.execute(
@@ -690,23 +799,65 @@ class Store:
                 "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
             )
             conversation = _conversation(await cur.fetchone())  # type: ignore[arg-type]
-            cur = await db.execute(
-                """
-                SELECT u.content AS question, a.content AS answer
-                FROM messages u JOIN messages a
-                  ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
-                 AND a.role = 'assistant'
-                WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
-                  AND u.seq < ?
-                ORDER BY u.seq
-                """,
-                (REPLY_OFFSET, message.conversation_id, message.seq),
-            )
             history: list[dict[str, str]] = []
-            for turn in await cur.fetchall():
-                history.append({"role": "user", "content": turn["question"]})
-                history.append({"role": "assistant", "content": turn["answer"]})
-        return Claim(message, conversation, history, owner, expires)
+            seqs: list[int] = []
+            if with_history:
+                history, seqs = await self._history(db, message.conversation_id, message.seq, None)
+        return Claim(message, conversation, history, owner, expires, seqs)
+
+    async def history(
+        self, conversation_id: int, before_seq: int, *, max_chars: int | None = None
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """The delivered turns before ``before_seq``, oldest first, and each one's user seq.
+        Notices (offline answers, a fallback endpoint's answers) are never among them.
+
+        With ``max_chars``, only the newest turns up to about that much text are
+        read (newest first, stopping early): a request can't carry more than its
+        model's window, and reading 10,000 messages for it took 200 ms.
+        """
+        async with self._read() as db:
+            return await self._history(db, conversation_id, before_seq, max_chars)
+
+    async def _history(
+        self,
+        db: aiosqlite.Connection,
+        conversation_id: int,
+        before_seq: int,
+        max_chars: int | None,
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        cur = await db.execute(
+            """
+            SELECT u.content AS question, a.content AS answer, u.seq
+            FROM messages u JOIN messages a
+              ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
+             AND a.role = 'assistant'
+            WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
+              AND u.seq < ?
+            ORDER BY u.seq DESC
+            """,
+            (REPLY_OFFSET, conversation_id, before_seq),
+        )
+        turns: list[sqlite3.Row] = []
+        size = 0
+        batch = 32  # the newest turns first; more at a time once it is clearly a long read
+        while max_chars is None or size <= max_chars:
+            rows = await cur.fetchall() if max_chars is None else await cur.fetchmany(batch)
+            if not rows:
+                break
+            batch = min(batch * 4, 2048)
+            for row in rows:
+                turns.append(row)
+                size += len(row[0]) + len(row[1])
+                if max_chars is not None and size > max_chars:
+                    break
+        await cur.close()
+        history: list[dict[str, str]] = []
+        seqs: list[int] = []
+        for question, answer, seq in reversed(turns):
+            history.append({"role": "user", "content": question})
+            history.append({"role": "assistant", "content": answer})
+            seqs.append(seq)
+        return history, seqs
 
     async def renew_lease(self, message_id: int, owner: str, expires: float) -> bool:
         async with self._write() as db:
@@ -717,7 +868,14 @@ class Store:
             return cur.rowcount == 1
 
     async def complete(
-        self, message_id: int, owner: str, reply: str, *, meta: dict[str, Any] | None = None
+        self,
+        message_id: int,
+        owner: str,
+        reply: str,
+        *,
+        meta: dict[str, Any] | None = None,
+        state: str = "complete",
+        context_from_seq: int | None = None,
     ) -> Message | None:
         """Store the reply, mark the question delivered, drop the outbox entry.
 
@@ -741,11 +899,12 @@ class Store:
                 return None
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, 'complete', ?, ?, ?, ?)",
+                "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?)",
                 (
                     question["conversation_id"],
                     question["seq"] + REPLY_OFFSET,
                     reply,
+                    state,
                     now,
                     now,
                     message_id,
@@ -760,8 +919,14 @@ class Store:
             )
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
             await db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?",
-                (now, question["conversation_id"]),
+                "UPDATE conversations SET updated_at = ?, context_from_seq = ?, "
+                "context_to_seq = ? WHERE id = ?",
+                (
+                    now,
+                    question["seq"] if context_from_seq is None else context_from_seq,
+                    question["seq"],
+                    question["conversation_id"],
+                ),
             )
         assert reply_id is not None
         return Message(
@@ -770,7 +935,7 @@ class Store:
             seq=question["seq"] + REPLY_OFFSET,
             role="assistant",
             content=reply,
-            state="complete",
+            state=state,
             created_at=now,
             updated_at=now,
             reply_to=message_id,
@@ -894,14 +1059,29 @@ class Store:
         assert result is not None
         return result
 
-    async def cancel(self, message_id: int) -> Message:
-        """Cancel a message that is not being sent; it stays in history, marked."""
-        now = time.time()
+    async def cancel(self, message_id: int, *, now: float | None = None) -> Message:
+        """Cancel a message; it stays in history, marked.
+
+        A message being sent under a live lease is not changed here: its
+        sender is asked to stop (``request_stop``) and finishes the cancel
+        itself, within about a second. The returned message is then still
+        ``sending``.
+        """
+        now = time.time() if now is None else now
         async with self._write() as db:
             message = await self._fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no queued message with id {message_id}")
-            if message.state not in ("queued", "failed", "expired"):
+            if message.state == "sending":
+                cur = await db.execute(
+                    "UPDATE outbox SET stop_requested = 'cancel' WHERE message_id = ? "
+                    "AND lease_owner IS NOT NULL AND lease_expires > ?",
+                    (message_id, now),
+                )
+                if cur.rowcount == 1:
+                    return message
+                # Its sender is gone (lease expired): cancel it here.
+            elif message.state not in ("queued", "failed", "expired"):
                 raise StoreError(f"message {message_id} is {message.state}; it cannot be cancelled")
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
             await db.execute(
@@ -912,7 +1092,412 @@ class Store:
         assert result is not None
         return result
 
-    async def next_due(self) -> float | None:
+    async def request_stop(self, message_id: int, action: str) -> bool:
+        """Ask whoever is sending a message to stop (``action``: ``requeue`` or
+        ``cancel`` if nothing came yet; what came is kept as a stopped reply)."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET stop_requested = ? WHERE message_id = ? "
+                "AND lease_owner IS NOT NULL",
+                (action, message_id),
+            )
+            return cur.rowcount == 1
+
+    async def stop_requested(self, message_id: int, owner: str) -> str | None:
+        """The stop asked for a message this owner is sending, if any (polled)."""
+        async with self._read():
+            return await self._scalar(
+                "SELECT stop_requested FROM outbox WHERE message_id = ? AND lease_owner = ?",
+                (message_id, owner),
+            )
+
+    async def cancel_sending(self, message_id: int, owner: str) -> Message | None:
+        """The sender's half of a cancel: the message stopped before any reply came."""
+        now = time.time()
+        async with self._write() as db:
+            cur = await db.execute(
+                "DELETE FROM outbox WHERE message_id = ? AND lease_owner = ?", (message_id, owner)
+            )
+            if cur.rowcount != 1:
+                return None
+            await db.execute(
+                "UPDATE messages SET state = 'cancelled', error = NULL, updated_at = ? "
+                "WHERE id = ?",
+                (now, message_id),
+            )
+            return await self._fetch_message(db, message_id)
+
+    # -- versions and branches ------------------------------------------------------
+
+    async def resend_turn(self, message_id: int, *, text: str | None = None) -> Message:
+        """Regenerate the last reply (``text`` None) or edit the last question and
+        send it again. The turn as it was (question and reply) is kept as a version;
+        the question goes through the outbox like any message (durable, ordered,
+        retried) under a new idempotency key, since it is a new request.
+        """
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no message with id {message_id} to send again")
+            if message.state != "delivered":
+                raise StoreError(
+                    f"message {message_id} is {message.state}; only an answered message "
+                    "can be regenerated (retry or edit it from the queue instead)"
+                )
+            later = await self._scalar(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user' "
+                "AND seq > ? AND state != 'cancelled'",
+                (message.conversation_id, message.seq),
+            )
+            if later:
+                raise StoreError(
+                    f"message {message_id} is not the last in its conversation; "
+                    "editing an earlier message makes a branch"
+                )
+            await self._keep_version(db, message)
+            total = int(message.meta.get("versions", 1)) + 1
+            meta = {**message.meta, "version": total, "versions": total}
+            await db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+                (message.conversation_id, message.seq + REPLY_OFFSET),
+            )
+            await db.execute(
+                "UPDATE messages SET content = ?, state = 'queued', error = NULL, key = ?, "
+                "meta = ?, updated_at = ? WHERE id = ?",
+                (
+                    text if text is not None and text.strip() else message.content,
+                    str(uuid.uuid4()),
+                    json.dumps(meta),
+                    now,
+                    message_id,
+                ),
+            )
+            await db.execute(
+                "INSERT INTO outbox (message_id, conversation_id, next_attempt_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (message_id, message.conversation_id, now, now),
+            )
+            await db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?",
+                (now, message.conversation_id),
+            )
+            result = await self._fetch_message(db, message_id)
+        assert result is not None
+        return result
+
+    async def _keep_version(self, db: aiosqlite.Connection, question: Message) -> None:
+        """Copy a turn as it is now (question and reply) into turn_versions."""
+        cur = await db.execute(
+            "SELECT content, state, meta, created_at FROM messages "
+            "WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+            (question.conversation_id, question.seq + REPLY_OFFSET),
+        )
+        reply = await cur.fetchone()
+        await db.execute(
+            "INSERT INTO turn_versions (conversation_id, seq, version, question, reply, "
+            "reply_state, reply_meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(conversation_id, seq, version) DO UPDATE SET "
+            "question = excluded.question, reply = excluded.reply, "
+            "reply_state = excluded.reply_state, reply_meta = excluded.reply_meta",
+            (
+                question.conversation_id,
+                question.seq,
+                int(question.meta.get("version", 1)),
+                question.content,
+                reply["content"] if reply else None,
+                reply["state"] if reply else None,
+                reply["meta"] if reply else None,
+                reply["created_at"] if reply else question.created_at,
+            ),
+        )
+
+    async def show_version(self, message_id: int, version: int) -> Message:
+        """Show another version of a turn; the one shown is the one sent as context."""
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no message with id {message_id}")
+            total = int(message.meta.get("versions", 1))
+            current = int(message.meta.get("version", 1))
+            if not 1 <= version <= total:
+                raise StoreError(f"message {message_id} has versions 1 to {total}")
+            if version == current:
+                return message
+            if message.state not in ("delivered", "cancelled"):
+                raise StoreError(
+                    f"message {message_id} is {message.state}; wait for its reply "
+                    "(or cancel it) before switching versions"
+                )
+            cur = await db.execute(
+                "SELECT * FROM turn_versions WHERE conversation_id = ? AND seq = ? AND version = ?",
+                (message.conversation_id, message.seq, version),
+            )
+            target = await cur.fetchone()
+            if target is None:
+                raise StoreError(f"version {version} of message {message_id} is not stored")
+            await self._keep_version(db, message)
+            await db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+                (message.conversation_id, message.seq + REPLY_OFFSET),
+            )
+            if target["reply"] is not None:
+                await db.execute(
+                    "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                    "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?)",
+                    (
+                        message.conversation_id,
+                        message.seq + REPLY_OFFSET,
+                        target["reply"],
+                        target["reply_state"] or "complete",
+                        target["created_at"],
+                        now,
+                        message.id,
+                        target["reply_meta"],
+                    ),
+                )
+            await db.execute(
+                "UPDATE messages SET content = ?, state = ?, meta = ?, updated_at = ? WHERE id = ?",
+                (
+                    target["question"],
+                    "delivered" if target["reply"] is not None else "cancelled",
+                    json.dumps({**message.meta, "version": version}),
+                    now,
+                    message_id,
+                ),
+            )
+            result = await self._fetch_message(db, message_id)
+        assert result is not None
+        return result
+
+    async def turn_versions(self, conversation_id: int) -> dict[int, list[dict[str, Any]]]:
+        """Every stored version of each turn, by the user message's seq, oldest first."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT * FROM turn_versions WHERE conversation_id = ? ORDER BY seq, version",
+                (conversation_id,),
+            )
+            out: dict[int, list[dict[str, Any]]] = {}
+            for r in await cur.fetchall():
+                out.setdefault(r["seq"], []).append(
+                    {
+                        "version": r["version"],
+                        "question": r["question"],
+                        "reply": r["reply"],
+                        "reply_state": r["reply_state"],
+                        "reply_meta": json.loads(r["reply_meta"]) if r["reply_meta"] else {},
+                        "created_at": r["created_at"],
+                    }
+                )
+        return out
+
+    async def branch(self, message_id: int, text: str) -> Message:
+        """Edit an earlier message: a new conversation holding the turns before it
+        (their versions too) and the edited message, queued. The original is untouched."""
+        if not text.strip():
+            raise StoreError("the edited message is empty")
+        now = time.time()
+        async with self._write() as db:
+            message = await self._fetch_message(db, message_id)
+            if message is None or message.role != "user":
+                raise StoreError(f"no message with id {message_id}")
+            cur = await db.execute(
+                "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
+            )
+            origin = _conversation(await cur.fetchone())  # type: ignore[arg-type]
+            title = f"{origin.title or 'untitled'} (branch)"
+            cur = await db.execute(
+                "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at, "
+                "endpoint, branch_of, branch_seq, next_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    title,
+                    origin.model,
+                    origin.system_prompt,
+                    now,
+                    now,
+                    origin.endpoint,
+                    origin.id,
+                    message.seq,
+                    message.seq + SEQ_STEP,
+                ),
+            )
+            new_id = cur.lastrowid
+            # The turns before the edited message, as they are shown (settled ones:
+            # anything still queued before it belongs to the original only).
+            await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, error, key, meta) SELECT ?, seq, role, content, state, created_at, ?, "
+                "error, key, meta FROM messages WHERE conversation_id = ? AND seq < ? "
+                "AND (role != 'user' OR state IN ('delivered', 'cancelled')) ORDER BY seq",
+                (new_id, now, origin.id, message.seq),
+            )
+            await db.execute(
+                "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
+                "WHERE u.conversation_id = messages.conversation_id "
+                "AND u.seq = messages.seq / ? * ? AND u.role = 'user') "
+                "WHERE conversation_id = ? AND role != 'user'",
+                (SEQ_STEP, SEQ_STEP, new_id),
+            )
+            await db.execute(
+                "INSERT INTO turn_versions SELECT ?, seq, version, question, reply, reply_state, "
+                "reply_meta, created_at FROM turn_versions WHERE conversation_id = ? AND seq < ?",
+                (new_id, origin.id, message.seq),
+            )
+            cur = await db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
+                "updated_at, key, meta) VALUES (?, ?, 'user', ?, 'queued', ?, ?, ?, ?)",
+                (
+                    new_id,
+                    message.seq,
+                    text,
+                    now,
+                    now,
+                    str(uuid.uuid4()),
+                    json.dumps({"edited_from": message.id}),
+                ),
+            )
+            queued_id = cur.lastrowid
+            await db.execute(
+                "INSERT INTO outbox (message_id, conversation_id, next_attempt_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (queued_id, new_id, now, now),
+            )
+            assert queued_id is not None
+            result = await self._fetch_message(db, queued_id)
+        assert result is not None
+        return result
+
+    async def import_conversation(self, data: Any) -> int:
+        """A conversation from a JSON export, with its turns' versions, as a new one.
+
+        Messages not delivered come in ``cancelled``: an import never sends by
+        itself. Returns the new conversation's id.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            raise StoreError("not a chat-tui JSON export (no 'messages' list)")
+        now = time.time()
+        async with self._write() as db:
+            cid = await self._insert_conversation(
+                db,
+                str(data.get("title") or ""),
+                float(data.get("created_at") or now),
+                data.get("model") or None,
+                data.get("system_prompt") or None,
+                data.get("endpoint") or None,
+            )
+            user_seq = 0
+            top = SEQ_STEP
+            for item in data["messages"]:
+                if not isinstance(item, dict) or item.get("role") not in (
+                    "user",
+                    "assistant",
+                    "notice",
+                ):
+                    raise StoreError("a message in the export has no valid role")
+                role = item["role"]
+                seq = item.get("seq")
+                if not isinstance(seq, int):  # an export without seq: rebuild the layout
+                    seq = (
+                        user_seq + SEQ_STEP
+                        if role == "user"
+                        else user_seq + (REPLY_OFFSET if role == "assistant" else 1)
+                    )
+                if role == "user":
+                    user_seq = seq
+                state = str(item.get("state") or "")
+                if role == "user" and state not in ("delivered", "cancelled"):
+                    state = "cancelled"
+                meta: dict[str, Any] = {}
+                if role == "user" and (int(item.get("version") or 1) > 1 or item.get("versions")):
+                    shown = int(item.get("version") or 1)
+                    meta = {
+                        "version": shown,
+                        "versions": max(
+                            [shown, *(int(v["version"]) for v in item.get("versions") or [])]
+                        ),
+                    }
+                    for v in item.get("versions") or []:
+                        await db.execute(
+                            "INSERT OR REPLACE INTO turn_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                cid,
+                                seq,
+                                int(v["version"]),
+                                str(v.get("question") or ""),
+                                v.get("reply"),
+                                v.get("reply_state"),
+                                json.dumps(v.get("reply_meta") or {}),
+                                float(v.get("created_at") or now),
+                            ),
+                        )
+                for key in ("reasoning", "usage", "kind", "label"):
+                    if item.get(key):
+                        meta[key] = item[key]
+                created = float(item.get("created_at") or now)
+                await db.execute(
+                    "INSERT INTO messages (conversation_id, seq, role, content, state, "
+                    "created_at, updated_at, error, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        cid,
+                        seq,
+                        role,
+                        str(item.get("content") or ""),
+                        state or "complete",
+                        created,
+                        now,
+                        item.get("error"),
+                        json.dumps(meta),
+                    ),
+                )
+                top = max(top, seq // SEQ_STEP * SEQ_STEP + SEQ_STEP)
+            await db.execute(
+                "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
+                "WHERE u.conversation_id = messages.conversation_id "
+                "AND u.seq = messages.seq / ? * ? AND u.role = 'user') "
+                "WHERE conversation_id = ? AND role != 'user'",
+                (SEQ_STEP, SEQ_STEP, cid),
+            )
+            await db.execute("UPDATE conversations SET next_seq = ? WHERE id = ?", (top, cid))
+        return cid
+
+    async def context_limit(
+        self, endpoint: str, model: str
+    ) -> tuple[int | None, str, float] | None:
+        """What was learned of a model's context: (window, source, bytes per token)."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT window, source, bytes_per_token FROM context_limits "
+                "WHERE endpoint = ? AND model = ?",
+                (endpoint, model),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return row["window"], row["source"] or "unknown", row["bytes_per_token"]
+
+    async def save_context_limit(
+        self,
+        endpoint: str,
+        model: str,
+        *,
+        window: int | None = None,
+        source: str | None = None,
+        bytes_per_token: float | None = None,
+    ) -> None:
+        """Remember a model's window and/or token ratio (None keeps what is stored)."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO context_limits (endpoint, model, window, source, bytes_per_token, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(endpoint, model) DO UPDATE SET "
+                "window = COALESCE(excluded.window, window), "
+                "source = COALESCE(excluded.source, source), "
+                "bytes_per_token = COALESCE(excluded.bytes_per_token, bytes_per_token), "
+                "updated_at = excluded.updated_at",
+                (endpoint, model, window, source, bytes_per_token, time.time()),
+            )
+
+    async def next_due(self, endpoints: Iterable[str] | None = None) -> float | None:
         """When the earliest queued message is due (for sleeping the sender).
 
         Only messages that could be claimed once due count: one waiting behind
@@ -920,6 +1505,9 @@ class Store:
         become deliverable with time, and counting its past due time made the
         sender spin.
         """
+        on, names = _endpoint_filter(endpoints)
+        if on is None:
+            return None
         async with self._read():
             return await self._scalar(
                 "SELECT MIN(CASE WHEN o.lease_expires IS NOT NULL "
@@ -928,7 +1516,8 @@ class Store:
                 "WHERE m.state IN ('queued', 'sending') "
                 "AND NOT EXISTS (SELECT 1 FROM messages p "
                 "WHERE p.conversation_id = m.conversation_id AND p.role = 'user' "
-                "AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq)"
+                f"AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq) {on}",
+                names,
             )
 
     async def queue_items(self) -> list[QueueItem]:
@@ -1079,6 +1668,21 @@ class Store:
                 (REPLY_OFFSET,),
             )
             return [PastQuestion(*tuple(r)) for r in await cur.fetchall()]
+
+
+def _endpoint_value(name: str | None) -> str | None:
+    return None if not name or name == DEFAULT_ENDPOINT else name
+
+
+def _endpoint_filter(endpoints: Iterable[str] | None) -> tuple[str | None, tuple[str, ...]]:
+    """SQL (and its parameters) keeping messages whose conversation is on ``endpoints``.
+    None: no filter. An empty list matches nothing (returned as None SQL)."""
+    if endpoints is None:
+        return "", ()
+    names = tuple(endpoints)
+    if not names:
+        return None, ()
+    return f"AND {_ENDPOINT_OF} IN ({','.join('?' * len(names))})", names
 
 
 @contextlib.asynccontextmanager

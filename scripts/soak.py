@@ -12,7 +12,10 @@ hard to make it break that promise, with nothing mocked:
 * several ``chat-tui sync --watch`` processes and one headless TUI sharing one
   database, SIGKILLed at random moments spread over the run and restarted;
 * messages typed (enqueued through ``chat_tui.store.Store``) in batches over
-  many conversations while all of that goes on.
+  many conversations while all of that goes on;
+* two endpoints: every third conversation belongs to a second named endpoint
+  (``[endpoints.flap]``, its own fault server) that flaps: stopped and started
+  again every second or two, while the other endpoint's conversations go on.
 
 When every message is delivered (or the duration limit is hit) everything is
 stopped and a checker reads the database (read-only) and the server's JSON
@@ -94,7 +97,10 @@ VIOLATIONS = (
     "lease_overlap",  # two requests for one message in flight at once (live senders)
     "key_mismatch",  # a request whose Idempotency-Key is not its message's key
     "sender_crashes",  # a sender that exited by itself or not cleanly on SIGTERM
+    "wrong_endpoint",  # a request sent to the endpoint its conversation does not belong to
 )
+FLAP_ENDPOINT = "flap"  # the second endpoint's name
+FLAP_LOG = "server-flap.jsonl"
 
 
 class SoakError(Exception):
@@ -203,6 +209,7 @@ class ServerCtl:
         fault_rate: float,
         seed: int,
         reply_delay: float = 0.0,
+        name: str = "server",
     ) -> None:
         self.children = children
         self.env = env
@@ -210,7 +217,8 @@ class ServerCtl:
         self.fault_rate = fault_rate
         self.seed = seed
         self.reply_delay = reply_delay
-        self.log_path = workdir / "server.jsonl"
+        self.name = name
+        self.log_path = workdir / ("server.jsonl" if name == "server" else FLAP_LOG)
         self.port = 0
         self.starts = 0
         self.child: Child | None = None
@@ -254,10 +262,10 @@ class ServerCtl:
         ]
         return self.children.spawn(
             "server",
-            f"server-{self.starts}",
+            f"{self.name}-{self.starts}",
             argv,
             self.env,
-            self.workdir / "server.stderr",
+            self.workdir / f"{self.name}.stderr",
             stdout_pipe=True,
         )
 
@@ -323,9 +331,12 @@ class RunResult:
     spawned: dict[str, float] = field(default_factory=dict)  # incarnation -> start time
     final_exits: list[str] = field(default_factory=list)  # "sync-0#4: 0" after the final SIGTERM
     stalled: bool = False  # nothing was delivered for --stall-limit seconds
+    on_flap: list[int] = field(default_factory=list)  # conversation indexes on the flap endpoint
 
 
-def write_config(path: Path, base_url: str, system_prompt: str | None = None) -> None:
+def write_config(
+    path: Path, base_url: str, system_prompt: str | None = None, flap_url: str | None = None
+) -> None:
     lines = [f"base_url = {json.dumps(base_url)}"]
     if system_prompt:
         lines.append(f"system_prompt = {json.dumps(system_prompt)}")
@@ -336,6 +347,12 @@ def write_config(path: Path, base_url: str, system_prompt: str | None = None) ->
             lines.append(f"{key} = {json.dumps(value)}")
         else:
             lines.append(f"{key} = {value!r}")
+    if flap_url:
+        lines += [
+            f"[endpoints.{FLAP_ENDPOINT}]",
+            f"base_url = {json.dumps(flap_url)}",
+            f"model = {json.dumps(MODEL)}",
+        ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -355,7 +372,11 @@ def spread(rng: random.Random, count: int, low: float, high: float) -> list[floa
 
 
 def run(
-    args: argparse.Namespace, workdir: Path, children: Children, server: ServerCtl
+    args: argparse.Namespace,
+    workdir: Path,
+    children: Children,
+    server: ServerCtl,
+    flapper: ServerCtl | None = None,
 ) -> RunResult:
     rng = random.Random(args.seed)
     data_dir = workdir / "data"
@@ -367,8 +388,14 @@ def run(
     spawned: dict[str, float] = {}
 
     server.start()
-    write_config(config_path, server.base_url)
+    flap_url: str | None = None
+    if flapper is not None:
+        flapper.start()
+        flap_url = flapper.base_url
+    write_config(config_path, server.base_url, flap_url=flap_url)
     env = child_env(data_dir, config_path)
+    # Every third conversation belongs to the flapping endpoint.
+    on_flap = [c for c in range(args.conversations) if flapper is not None and c % 3 == 2]
 
     # Who types what, in which order: every conversation gets a share.
     n, m = args.messages, args.conversations
@@ -403,7 +430,10 @@ def run(
                     return
                 c = plan.pop(0)
                 text = f"c{c:02d}-m{len(typed[c]):04d}"
-                message, duplicate = runner.run(store.enqueue(conversation_ids.get(c), text))
+                endpoint = FLAP_ENDPOINT if c in on_flap else None
+                message, duplicate = runner.run(
+                    store.enqueue(conversation_ids.get(c), text, endpoint=endpoint)
+                )
                 if duplicate:
                     raise SoakError(f"enqueue of {text} was taken for a duplicate")
                 conversation_ids.setdefault(c, message.conversation_id)
@@ -415,7 +445,7 @@ def run(
             starts[sender.name] += 1
             label = f"{sender.name}#{starts[sender.name]}"
             config = configs / f"{label}.toml"
-            write_config(config, server.base_url, f"{SENDER_TAG}{label}")
+            write_config(config, server.base_url, f"{SENDER_TAG}{label}", flap_url)
             sender.child = children.spawn(
                 sender.kind,
                 sender.name,
@@ -438,6 +468,8 @@ def run(
         next_kill_ok = time.monotonic()
         server_back_at: float | None = None
         restarts_done = 0
+        flaps = 0
+        flap_at = time.monotonic() + rng.uniform(0.5, 2.0)  # the next stop (or start)
         timed_out = stalled = False
         last_delivered, last_progress = -1, time.monotonic()
         while True:
@@ -510,6 +542,17 @@ def run(
                 server.start()
                 server_back_at = None
                 restarts_done += 1
+            # The second endpoint flaps: down for a moment, up for a second or two,
+            # a bounded number of times (then it stays up so the run can finish).
+            if flapper is not None and now >= flap_at:
+                if flapper.running and flaps < args.flaps:
+                    kills.append(KillEvent(time.time(), "flap", f"{flapper.name}-{flapper.starts}"))
+                    flapper.stop()
+                    flaps += 1
+                    flap_at = now + rng.uniform(0.3, 1.5)
+                elif not flapper.running:
+                    flapper.start()
+                    flap_at = now + rng.uniform(0.5, 2.0)
             if not plan and delivered == n:
                 break
             time.sleep(0.05)
@@ -531,11 +574,16 @@ def run(
         senders,
         spawned,
         stalled=stalled,
+        on_flap=on_flap,
     )
 
 
 def stop_everything(
-    children: Children, senders: list[Sender], server: ServerCtl, exits: list[str]
+    children: Children,
+    senders: list[Sender],
+    server: ServerCtl,
+    exits: list[str],
+    flapper: ServerCtl | None = None,
 ) -> list[str]:
     """The clean way out: senders get SIGTERM (leases released), then the server stops.
 
@@ -560,6 +608,8 @@ def stop_everything(
                 f"on SIGTERM (see {child.log and child.log.name})"
             )
     server.stop()
+    if flapper is not None:
+        flapper.stop()
     return problems
 
 
@@ -721,6 +771,13 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
 
     # -- the server log: context of every request, completions per key --
     records, bad_lines = read_server_log(log_path)
+    flap_records, flap_bad = read_server_log(log_path.with_name(FLAP_LOG))
+    for rec in records:
+        rec["endpoint"] = "default"
+    for rec in flap_records:
+        rec["endpoint"] = FLAP_ENDPOINT
+    records += flap_records
+    bad_lines += flap_bad
     if bad_lines:
         report.outcomes["unparseable_log_line"] += bad_lines
     completed: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
@@ -751,6 +808,12 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
             report.add("out_of_order", f"request for {last[:40]!r}, which was never typed")
             continue
         c, k = typed_index[last]
+        belongs = FLAP_ENDPOINT if c in result.on_flap else "default"
+        if rec["endpoint"] != belongs:
+            report.add(
+                "wrong_endpoint",
+                f"{last}: sent to {rec['endpoint']}, its conversation is {belongs}",
+            )
         expected: list[dict[str, str]] = []
         for earlier in result.typed[c][:k]:
             expected.append({"role": "user", "content": earlier})
@@ -807,6 +870,7 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
                 )
 
     not_recorded = commit_failures(db_path.parent)
+    server_stops = [k for k in result.kills if k.kind in ("server", "flap")]
     for u in users:
         if u["state"] != "delivered" or u["content"] not in typed_index:
             continue
@@ -829,7 +893,7 @@ def check(db_path: Path, log_path: Path, result: RunResult) -> Report:
             # SIGKILLed between sending it and committing the reply, which takes
             # milliseconds after the server finished: its lease expired and
             # another sender re-sent with the same Idempotency-Key.
-            why = explain_resend(u, first, kill_of, not_recorded)
+            why = explain_resend(u, first, kill_of, not_recorded, server_stops)
             if why is not None:
                 report.resent_after_kill += 1
                 if len(report.resent_examples) < 8:
@@ -869,11 +933,29 @@ def explain_resend(
     first: dict[str, Any],
     kill_of: dict[str, KillEvent],
     not_recorded: dict[int, str],
+    server_stops: list[KillEvent] = (),  # type: ignore[assignment]
 ) -> str | None:
     """Why a key was completed a second time, if a SIGKILL explains it; else None."""
     if user["id"] in not_recorded:
         return None  # a live sender got the reply and failed to store it: a bug, not a kill
     kill = kill_of.get(first.get("sender") or "")
+    stopped_kind = "flap" if first.get("endpoint") == FLAP_ENDPOINT else "server"
+    stop = next(
+        (
+            k
+            for k in server_stops
+            if k.kind == stopped_kind
+            and first["finished"] - 0.05 <= k.at <= first["finished"] + COMMIT_GRACE
+        ),
+        None,
+    )
+    if stop is not None and kill is None:
+        # The endpoint was stopped as the reply ended: its last bytes were lost
+        # with the connection, and the resend under the same key is what a
+        # real server dedupes.
+        return (
+            f"its endpoint was stopped {stop.at - first['finished']:+.2f} s after the reply ended"
+        )
     if kill is None:
         return None
     if first["started"] - 0.05 <= kill.at <= first["finished"] + COMMIT_GRACE:
@@ -935,6 +1017,7 @@ def save_run(workdir: Path, args: argparse.Namespace, result: RunResult) -> None
         "typed": {str(c): texts for c, texts in result.typed.items()},
         "conversation_ids": {str(c): cid for c, cid in result.conversation_ids.items()},
         "kills": [vars(k) for k in result.kills],
+        "on_flap": result.on_flap,
         "crashes": result.crashes,
         "started": result.started,
         "finished": result.finished,
@@ -960,6 +1043,7 @@ def load_run(workdir: Path) -> tuple[argparse.Namespace, RunResult]:
         spawned=record.get("spawned", {}),
         final_exits=record.get("final_exits", []),
         stalled=record.get("stalled", False),
+        on_flap=record.get("on_flap", []),
     )
     return argparse.Namespace(keep=True, **record["args"]), result
 
@@ -1001,6 +1085,10 @@ def print_summary(
     out(
         f"kills:           {kinds['sync'] + kinds['tui']} SIGKILL (sync {kinds['sync']}, "
         f"tui {kinds['tui']}); server {kinds['server']} (SIGTERM, restarted on the same port)"
+    )
+    out(
+        f"endpoints:       {len(result.on_flap)} of {len(result.typed)} conversations on "
+        f"'{FLAP_ENDPOINT}', stopped and started {kinds['flap']} times"
     )
     out(f"final SIGTERM:   exit status {', '.join(result.final_exits) or '-'}")
     out(f"fault rate:      {args.fault_rate:.2f} (seed {args.seed})")
@@ -1089,6 +1177,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="endpoint stops/restarts (default: max(1, kills // 6))",
     )
+    p.add_argument(
+        "--flaps",
+        type=int,
+        default=30,
+        help="times the second endpoint is stopped and started again (0: one endpoint only)",
+    )
     p.add_argument("--fault-rate", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
@@ -1163,11 +1257,26 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.reply_delay,
     )
+    flapper = (
+        ServerCtl(
+            children,
+            child_env(workdir / "data", workdir / "config.toml"),
+            workdir,
+            args.fault_rate,
+            args.seed + 7919,
+            args.reply_delay,
+            name=FLAP_ENDPOINT,
+        )
+        if args.flaps > 0
+        else None
+    )
     result: RunResult | None = None
     try:
         try:
-            result = run(args, workdir, children, server)
-            result.crashes += stop_everything(children, result.senders, server, result.final_exits)
+            result = run(args, workdir, children, server, flapper)
+            result.crashes += stop_everything(
+                children, result.senders, server, result.final_exits, flapper
+            )
         finally:
             children.kill_all()
     except KeyboardInterrupt:

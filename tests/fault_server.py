@@ -64,6 +64,13 @@ FAULT_KINDS = frozenset(
         "reply",
         "bad_utf8",
         "think",
+        "done_no_finish",
+        "reasoning",
+        "overflow",
+        "error_body",
+        "error_event",
+        "error_data",
+        "stall_first_byte",
     }
 )
 
@@ -120,6 +127,10 @@ class Fault:
     seconds: float = 30.0  # for "hang", "slow" (delay per chunk)
     size: int = 0  # for "huge": bytes of content to stream
     text: str | None = None  # for "reply": exact reply content
+    style: str = ""  # "reasoning": reasoning_content|reasoning|think; "overflow": llama|openai|…
+    finish: str | None = None  # for "done_no_finish": the finish_reason sent (None or "")
+    thinking: str = "Let me think about this."  # for "reasoning"
+    delay: float = 0.0  # for "reasoning": seconds before each chunk
 
     def __post_init__(self) -> None:
         # Fail loudly on typos: a misspelt kind would otherwise silently turn
@@ -179,6 +190,16 @@ def default_reply(body: dict) -> str:
     return f"echo: {content}"
 
 
+def prompt_tokens(body: dict) -> int:
+    """The test server's own token count of a request: 4 bytes of UTF-8 a token,
+    plus 4 a message for the chat template (close to what small models do)."""
+    total = 0
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else ""
+        total += len(str(content or "").encode()) // 4 + 4
+    return total
+
+
 def split_pieces(text: str, n: int = 4) -> list[str]:
     """Split ``text`` into about ``n`` pieces, so replies arrive as several
     SSE chunks like real ones (and cuts can land between them)."""
@@ -222,6 +243,14 @@ class FaultServer:
         #: a non-stream body), so tests can kill/stop the server mid-reply.
         self.reply_delay = reply_delay
         self.reply_fn: Callable[[dict], str] = default_reply
+        #: A context window like a real server's: a prompt whose token count
+        #: (``prompt_tokens()``) exceeds it gets an overflow error in
+        #: ``overflow_style``; ``GET /props`` reports it when ``report_context``.
+        self.context_tokens: int | None = None
+        self.overflow_style = "llama"
+        self.report_context = False
+        #: Refuse ``stream_options`` with a 400, as some older proxies do.
+        self.reject_stream_options = False
         self.requests: list[RequestRecord] = []
         self._mode = "ok"
         self._faults: collections.deque[Fault] = collections.deque()
@@ -541,6 +570,9 @@ class _Handler(BaseHTTPRequestHandler):
         fs = self.server.fault_server
         is_models = method == "GET" and path == "/v1/models"
         is_chat = method == "POST" and path == "/v1/chat/completions"
+        if method == "GET" and path == "/props" and fs.report_context and fs.context_tokens:
+            self._send_json(200, {"default_generation_settings": {"n_ctx": fs.context_tokens}})
+            return "props"
         if not (is_models or is_chat):
             self._send_error_json(404, f"no route for {method} {path}", "invalid_request_error")
             return "not_found"
@@ -563,6 +595,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._chat_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self._created = int(time.time())
         self._role_sent = False
+        self._usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+        if fs.reject_stream_options and "stream_options" in body:
+            self._send_error_json(
+                400,
+                "Unrecognized request argument supplied: stream_options",
+                "invalid_request_error",
+            )
+            return "bad_request"
+        used = self._prompt_tokens = prompt_tokens(body)
+        if fs.context_tokens is not None and used > fs.context_tokens:
+            self._send_overflow(fs.overflow_style, used, fs.context_tokens)
+            return "overflow"
         fault = fs._next_fault()
         if fault is None:
             pieces = split_pieces(fs.reply_fn(body))
@@ -621,6 +665,9 @@ class _Handler(BaseHTTPRequestHandler):
             fs.reply_delay = float(data["reply_delay"])
         if "seed" in data:
             fs.rng.seed(data["seed"])
+        for key in ("context_tokens", "overflow_style", "report_context", "reject_stream_options"):
+            if key in data:
+                setattr(fs, key, data[key])
         return {"mode": fs.mode, "fault_rate": fs.fault_rate, "reply_delay": fs.reply_delay}
 
     # -- low-level I/O helpers ---------------------------------------------
@@ -687,11 +734,16 @@ class _Handler(BaseHTTPRequestHandler):
                     "finish_reason": finish_reason,
                 }
             ],
-            "usage": {
-                "prompt_tokens": 1,
-                "completion_tokens": len(text) // 4,
-                "total_tokens": 1 + len(text) // 4,
-            },
+            "usage": self._usage(text),
+        }
+
+    def _usage(self, text: str) -> dict:
+        prompt = getattr(self, "_prompt_tokens", 1)
+        completion = max(1, len(text) // 4)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
 
     # SSE: close-delimited (Connection: close, no Content-Length), so a cut
@@ -727,6 +779,69 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _sse_finish(self) -> None:
         self.wfile.write(self._sse_chunk_bytes({}, "stop"))
+
+    def _sse_usage(self, text: str) -> None:
+        """When asked (``stream_options.include_usage``), usage comes in a chunk of its
+        own with empty ``choices``, after the finish, as OpenAI sends it."""
+        if self._usage_wanted:
+            chunk = {
+                "id": self._chat_id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": self._usage(text),
+            }
+            self.wfile.write(b"data: " + _dumps(chunk) + b"\n\n")
+
+    def _send_overflow(self, style: str, used: int, n_ctx: int) -> None:
+        """A context-overflow error as each kind of server words it."""
+        if style == "llama":
+            err = {
+                "code": 400,
+                "message": f"request ({used} tokens) exceeds the available context size "
+                f"({n_ctx} tokens), try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": used,
+                "n_ctx": n_ctx,
+            }
+            self._send_json(400, {"error": err})
+        elif style == "openai":
+            self._send_error_json(
+                400,
+                f"This model's maximum context length is {n_ctx} tokens. However, your "
+                f"messages resulted in {used} tokens. Please reduce the length of the messages.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
+        elif style == "vllm":
+            self._send_json(
+                400,
+                {
+                    "object": "error",
+                    "message": f"This model's maximum context length is {n_ctx} tokens. "
+                    f"However, you requested {used} tokens in the messages, Please reduce "
+                    "the length of the messages.",
+                    "type": "BadRequestError",
+                    "code": 400,
+                },
+            )
+        elif style == "lmstudio":
+            self._send_json(
+                400,
+                {
+                    "error": f"Trying to keep the first {used} tokens when context the overflows. "
+                    f"However, the model is loaded with context length of only {n_ctx} tokens, "
+                    "which is not enough. Try to load the model with a larger context length, "
+                    "or provide a shorter input"
+                },
+            )
+        else:  # a server that says so without numbers
+            self._send_error_json(
+                400,
+                "the request exceeds the available context size, try increasing it",
+                "invalid_request_error",
+            )
 
     def _sse_done(self) -> None:
         self.wfile.write(b"data: [DONE]\n\n")
@@ -764,6 +879,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return False
             self._sse_finish()
+            self._sse_usage("".join(pieces))
             self._sse_done()
             self._end_of_stream = self.wfile  # finished in _dispatch, after the record
         finally:
@@ -838,8 +954,9 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _fault_no_finish(self, fault: Fault, body: dict) -> bool:
-        """All content and ``[DONE]`` but never a finish_reason (truncation
-        by a buggy proxy/provider).  Non-stream: ``finish_reason: null``."""
+        """All content, then the connection closes with neither a finish_reason
+        nor ``[DONE]``: a stream cut at a chunk boundary, indistinguishable from
+        a whole reply except by its missing end.  Non-stream: ``finish_reason: null``."""
         pieces = self._reply_pieces(body)
         if not self._stream:
             self._send_json(200, self._completion("".join(pieces), None))
@@ -847,7 +964,98 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse_open()
         for piece in pieces:
             self._sse_content(piece)
+        return False
+
+    def _fault_done_no_finish(self, fault: Fault, body: dict) -> bool:
+        """All content with ``finish_reason`` ``fault.finish`` (null, or "" as Ollama
+        has sent), then ``[DONE]``: a whole reply, as real servers send it."""
+        pieces = self._reply_pieces(body)
+        if not self._stream:
+            self._send_json(200, self._completion("".join(pieces), "stop"))
+            return True
+        self._sse_open()
+        for piece in pieces:
+            delta = self._content_delta(piece)
+            if fault.finish is None:
+                self.wfile.write(self._sse_chunk_bytes(delta, None))
+            else:
+                chunk = json.loads(self._sse_chunk_bytes(delta, None)[6:])
+                chunk["choices"][0]["finish_reason"] = fault.finish
+                self.wfile.write(b"data: " + _dumps(chunk) + b"\n\n")
+        self._sse_usage("".join(pieces))
         self._sse_done()
+        return True
+
+    def _fault_reasoning(self, fault: Fault, body: dict) -> bool:
+        """A thinking model: ``fault.thinking`` as ``delta.reasoning_content``
+        (llama.cpp, DeepSeek), ``delta.reasoning`` (Ollama, OpenRouter) or inline
+        ``<think>…</think>`` (``style``), then the reply (``fault.text``; "" for a
+        reply with reasoning only)."""
+        style = fault.style or "reasoning_content"
+        answer = fault.text if fault.text is not None else self.server.fault_server.reply_fn(body)
+        if not self._stream:
+            completion = self._completion(answer)
+            message = completion["choices"][0]["message"]
+            if style == "think":
+                message["content"] = f"<think>{fault.thinking}</think>\n{answer}"
+            else:
+                message[style] = fault.thinking
+            self._send_json(200, completion)
+            return True
+        self._sse_open()
+        if style == "think":
+            pieces = split_pieces(f"<think>{fault.thinking}</think>\n{answer}", 8)
+            for piece in pieces:
+                self._sse_content(piece)
+        else:
+            for piece in split_pieces(fault.thinking):
+                if not self._pause(fault.delay):
+                    return False
+                self.wfile.write(self._sse_chunk_bytes({style: piece}))
+                self.wfile.flush()
+            for piece in split_pieces(answer) if answer else []:
+                if not self._pause(fault.delay):
+                    return False
+                self._sse_content(piece)
+        self._sse_finish()
+        self._sse_done()
+        return True
+
+    def _fault_overflow(self, fault: Fault, body: dict) -> bool:
+        """One context-overflow error in ``fault.style`` (llama, openai, vllm,
+        lmstudio, bare), naming ``fault.size`` as the window."""
+        self._send_overflow(fault.style or "llama", prompt_tokens(body), fault.size or 1024)
+        return False
+
+    def _fault_error_body(self, fault: Fault, body: dict) -> bool:
+        """200 with a JSON error object instead of a completion (some proxies);
+        ``fault.status`` goes in its ``code``."""
+        self._send_error_json(200, "Injected error object", "server_error", fault.status)
+        # _send_error_json sends the HTTP status given: 200 here, the code inside.
+        return False
+
+    def _fault_error_event(self, fault: Fault, body: dict) -> bool:
+        """Some text, then an SSE ``event: error`` with an error object."""
+        self._sse_open()
+        self._sse_content("partial ")
+        err = {"error": {"message": "Injected error event", "code": fault.status}}
+        self.wfile.write(b"event: error\ndata: " + _dumps(err) + b"\n\n")
+        return False
+
+    def _fault_error_data(self, fault: Fault, body: dict) -> bool:
+        """Some text, then a ``data:`` line holding an ``error`` object."""
+        self._sse_open()
+        self._sse_content("partial ")
+        err = {"error": {"message": "Injected error data", "code": fault.status}}
+        self.wfile.write(b"data: " + _dumps(err) + b"\n\n")
+        return False
+
+    def _fault_stall_first_byte(self, fault: Fault, body: dict) -> bool:
+        """Headers of a stream, then nothing for ``seconds``: a server that
+        accepted the request and never started the reply."""
+        self._sse_open()
+        self.wfile.flush()
+        self._pause(fault.seconds)
         return False
 
     def _fault_malformed(self, fault: Fault, body: dict) -> bool:

@@ -108,10 +108,23 @@ def test_sync_once_delivers_and_show_json_shape(cli_env: CliEnv, fault_server: F
     assert delivered >= 2 and delivered + left == 3
 
     conv = show(cli_env, a["conversation_id"])
-    assert set(conv) == {"id", "title", "messages"}
+    # The promised keys; issue 13 adds endpoint, versions and the branch link beside them.
+    assert {"id", "title", "messages"} <= set(conv)
+    assert {"endpoint", "branch_of", "branch_seq"} <= set(conv)
     assert conv["id"] == a["conversation_id"] and conv["title"] == "first question"
     for m in conv["messages"]:
-        assert set(m) == {"id", "role", "content", "state", "created_at", "error"}
+        extra = {"seq", "version", "versions"} if m["role"] == "user" else {"seq"}
+        assert set(m) - extra == {
+            "id",
+            "role",
+            "content",
+            "state",
+            "created_at",
+            "error",
+            "reasoning",
+            "usage",
+            "in_context",
+        }
         assert isinstance(m["created_at"], float)
     # --once takes what is deliverable now: the follow-up may need a second pass.
     cli_env.run("sync", "--once", check=True)

@@ -202,7 +202,8 @@ def test_cut_fault_non_stream_short_body(srv):
 def test_no_finish_fault(srv):
     srv.push(Fault("no_finish"))
     content, finishes, done, _ = stream_summary(chat(srv.port, "abc")[2])
-    assert content == "echo: abc" and done and not finishes
+    # Neither a finish_reason nor [DONE]: a cut stream ([DONE] alone is a whole reply).
+    assert content == "echo: abc" and not done and not finishes
 
 
 def test_malformed_fault(srv):

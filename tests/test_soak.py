@@ -1,6 +1,7 @@
 """A short run of the soak (scripts/soak.py) for CI: real processes, real faults.
 
-60 messages over 6 conversations, 3 `chat-tui sync --watch` processes and a
+60 messages over 6 conversations (two of them on a second endpoint that flaps), 3
+`chat-tui sync --watch` processes and a
 headless TUI SIGKILLed at least 4 times, the endpoint stopped and restarted,
 30 % of requests faulted. The script's checker reads the database and the
 server log; every violation count it prints must be 0.
@@ -27,6 +28,7 @@ VIOLATIONS = (
     "lease_overlap",
     "key_mismatch",
     "sender_crashes",
+    "wrong_endpoint",
 )
 
 pytestmark = pytest.mark.timeout(75)
@@ -66,6 +68,13 @@ def test_short_soak_loses_nothing_doubles_nothing_keeps_order(tmp_path: Path) ->
     kills = re.search(r"^kills:\s+(\d+) SIGKILL .*server (\d+)", proc.stdout, re.M)
     assert kills is not None, output
     assert int(kills.group(1)) >= 4 and int(kills.group(2)) >= 1, output
+    # Two endpoints: two of the six conversations on one that flaps.
+    flaps = re.search(
+        r"^endpoints:\s+(\d+) of 6 conversations on 'flap', stopped and started (\d+)",
+        proc.stdout,
+        re.M,
+    )
+    assert flaps is not None and int(flaps.group(1)) == 2 and int(flaps.group(2)) >= 2, output
     typed = re.search(
         r"^messages:\s+(\d+) typed \((\d+) user rows, (\d+) replies", proc.stdout, re.M
     )

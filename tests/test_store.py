@@ -252,8 +252,10 @@ async def test_retry_and_cancel_transitions(store: Store) -> None:
     cid = m.conversation_id
     claim = await store.claim_next("me", lease_seconds=30)
     assert claim is not None
-    with pytest.raises(StoreError):
-        await store.cancel(m.id)  # being sent
+    # Being sent: cancel asks the lease holder to stop (it finishes the cancel).
+    asked = await store.cancel(m.id)
+    assert asked.state == "sending"
+    assert await store.stop_requested(m.id, "me") == "cancel"
     with pytest.raises(StoreError):
         await store.retry(m.id)  # being sent
     failed = await store.fail(m.id, "me", "HTTP 400: bad")

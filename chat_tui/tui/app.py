@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -31,11 +31,15 @@ from textual.worker import Worker, WorkerState
 from ..config import Settings
 from ..events import (
     DeliveryProblem,
+    LocalAnswerDelta,
+    LocalAnswerEnded,
+    LocalAnswerStarted,
     MessageChanged,
     OutboxEvent,
     ReachabilityState,
     ReplyAborted,
     ReplyDelta,
+    ReplyReasoning,
     ReplyStarted,
     ReplyStored,
 )
@@ -44,9 +48,10 @@ from ..store import Conversation, Message, Store, StoreError, opened
 if TYPE_CHECKING:
     from ..engine import Engine
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
-from .screens.dialogs import Confirm, EditMessage, TextPrompt
+from .screens.dialogs import Confirm, EditMessage, StopWaiting, TextPrompt
 from .screens.queue import QueueScreen
 from .screens.search import SearchChoice, SearchScreen
+from .turn_actions import TurnActions
 from .widgets.chat_view import PAGE_SIZE, ChatView
 from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
@@ -59,7 +64,7 @@ DB_WAIT_NOTICE = 0.5  # Enter: say "waiting for the database…" if queueing tak
 EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
 
 
-class ChatApp(App[int]):
+class ChatApp(TurnActions, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "chat-tui"
     BINDINGS = [
@@ -71,7 +76,13 @@ class ChatApp(App[int]):
         Binding("f2", "rename", "Rename"),
         Binding("f8", "delete", "Delete"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar"),
+        Binding("ctrl+g", "regenerate", "Regenerate", show=False),
+        Binding("f3", "edit_last", "Edit last", show=False),
+        Binding("alt+left", "version_prev", "Prev version", show=False),
+        Binding("alt+right", "version_next", "Next version", show=False),
+        Binding("ctrl+l", "keep_local", "Keep local answer", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("escape", "stop_reply", "Stop reply"),
     ]
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
@@ -84,7 +95,10 @@ class ChatApp(App[int]):
         self._refresh_timer: Timer | None = None
         self._data_version: int | None = None
         self._last_external_check = time.time()
-        self.reach: ReachabilityState | None = None
+        self.reach: ReachabilityState | None = None  # the on-screen conversation's endpoint
+        self.reaches: dict[str, ReachabilityState] = {}  # every endpoint's, by name
+        self._local_blocks: dict[int, Any] = {}  # fallback answers streaming, by question id
+        self._new_endpoint: str | None = None  # where the next new conversation starts
         self.queued = 0
         self.exit_note: str | None = None
         self._draft_text = ""  # what the composer holds; widgets are gone by on_unmount
@@ -355,7 +369,8 @@ class ChatApp(App[int]):
                 page = await store.messages_around(conversation.id, at_seq, limit=PAGE_SIZE)
             has_older = bool(page) and len(page) >= PAGE_SIZE // 2 and page[0].seq > 10
             await self.chat.show_conversation(conversation.id, page, has_older=has_older)
-        self.query_one(StatusLine).set_model(self._model_for(conversation))
+            await self.chat.show_context_start(conversation.context_from_seq)
+        self._show_endpoint()  # the status line: this conversation's endpoint and model
         draft = await store.load_draft(conversation.id if conversation else None)
         if not self._draft_loaded and self.composer.text:
             # Typed in the moment before the database was open: keep every key,
@@ -404,7 +419,11 @@ class ChatApp(App[int]):
         text = event.text
         # Another program may hold the database: say so soon, not after busy_timeout.
         # (Not a Textual timer: this handler holds the app's message queue meanwhile.)
-        queueing = asyncio.ensure_future(self.engine.outbox.submit(self._current_id, text))
+        queueing = asyncio.ensure_future(
+            self.engine.outbox.submit(
+                self._current_id, text, endpoint=None if self.current else self._new_endpoint
+            )
+        )
         try:
             done, _ = await asyncio.wait([queueing], timeout=DB_WAIT_NOTICE)
             if not done:
@@ -431,7 +450,7 @@ class ChatApp(App[int]):
                 title="Already queued",
                 markup=False,
             )
-        elif not self.engine.reachability.online:
+        elif self._primary_offline():
             self._answer_offline(message)
         self._schedule_refresh()
 
@@ -441,9 +460,10 @@ class ChatApp(App[int]):
 
     @work(group="offline-answers", exit_on_error=False)
     async def _answer_offline(self, question: Message) -> None:
-        """Show a labelled answer from history at once; the question stays queued."""
+        """Show a labelled answer at once (from history, else from the fallback
+        endpoint); the question stays queued."""
         if self.engine is not None:
-            await self.engine.offline_answer(question)
+            await self.engine.answer_while_offline(question)
 
     @on(Composer.Changed)
     def _draft_changed(self) -> None:
@@ -473,18 +493,71 @@ class ChatApp(App[int]):
         chat = self.chat
         if isinstance(event, ReplyDelta):
             await chat.stream_delta(event.question, event.text)
+        elif isinstance(event, ReplyReasoning):
+            await chat.stream_reasoning(event.question, event.text)
         elif isinstance(event, MessageChanged):
             await chat.upsert(event.message)
             self._schedule_refresh()
         elif isinstance(event, ReplyStarted):
             await chat.stream_started(event.question)
+            self.refresh_bindings()  # Esc (stop) shows in the footer only while a reply streams
         elif isinstance(event, ReplyStored):
             await chat.stream_ended(event.question, event.reply)
+            self.refresh_bindings()
+            await self._show_context_start(event.question.conversation_id)
             self._schedule_refresh()
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
+            self.refresh_bindings()
         elif isinstance(event, DeliveryProblem):
             self.query_one(OfflineBanner).show_problem(event.text)
+        elif isinstance(event, LocalAnswerStarted | LocalAnswerDelta | LocalAnswerEnded):
+            await self._local_answer_event(event)
+
+    async def _show_context_start(self, conversation_id: int) -> None:
+        """Move the "not sent to the model" marker to where the last request began."""
+        if self.engine is None or conversation_id != self._current_id:
+            return
+        try:
+            conversation = await self.engine.store.get_conversation(conversation_id)
+        except StoreError:
+            return
+        if conversation is not None and self._widgets_alive():
+            self.current = conversation
+            await self.chat.show_context_start(conversation.context_from_seq)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_reply":
+            # Only while a reply streams in the open conversation: otherwise Esc is
+            # not taken from anyone, and the footer does not offer it.
+            try:
+                return self.chat.streaming_question() is not None or bool(self._local_blocks)
+            except NoMatches:
+                return False
+        return True
+
+    async def action_stop_reply(self) -> None:
+        """Stop the reply being generated: what came is kept, labelled stopped. If
+        nothing came yet, ask whether to requeue or cancel the message."""
+        question = self.chat.streaming_question()
+        if question is None and self._local_blocks and self.engine is not None:
+            for question_id in list(self._local_blocks):  # a fallback answer: keep what came
+                self.engine.stop_fallback(question_id)
+            return
+        if question is None or self.engine is None:
+            return
+        if self.chat.streaming_started(question.id):
+            await self.engine.outbox.stop(question.id)
+            return
+        self._ask_stop_waiting(question)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def _ask_stop_waiting(self, question: Message) -> None:
+        choice = await self.push_screen_wait(StopWaiting())
+        if choice is None or self.engine is None:
+            return
+        if not await self.engine.outbox.stop(question.id, choice):
+            self.notify("That reply had already finished.", markup=False, timeout=3)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -499,6 +572,8 @@ class ChatApp(App[int]):
 
     @on(ReachabilityChanged)
     def _reachability_changed(self, message: ReachabilityChanged) -> None:
+        if not self._reach_for_endpoint(message.state):
+            return  # another endpoint's: shown when its conversation is
         self.reach = message.state
         if not self._widgets_alive():
             return
@@ -598,7 +673,7 @@ class ChatApp(App[int]):
     def action_retry_now(self) -> None:
         if self.engine is None:
             return
-        self.engine.reachability.probe_now()
+        self.engine.links.probe_now()
         self.engine.outbox.wake()
         self.notify("Checking the endpoint now…", timeout=2)
 
@@ -802,6 +877,7 @@ class ChatApp(App[int]):
             "Show or hide the conversation list (Ctrl+B)",
             self.action_toggle_sidebar,
         )
+        yield from self.turn_commands()
 
 
 def run_app(settings: Settings) -> int:

@@ -20,9 +20,13 @@ class EngineEvent(Message):
 class ReachabilityChanged(Message):
     state: ReachabilityState
 
-    # A burst of probe updates only needs the newest one painted.
+    # A burst of probe updates only needs the newest one painted (per endpoint:
+    # another endpoint's state is news of its own).
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ReachabilityChanged)
+        return (
+            isinstance(message, ReachabilityChanged)
+            and message.state.endpoint == self.state.endpoint
+        )
 
 
 @dataclass

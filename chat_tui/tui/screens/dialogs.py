@@ -108,3 +108,30 @@ class EditMessage(ModalScreen[str | None]):
 
         text = self.query_one(TextArea).text
         self.dismiss(text if event.button.id == "ok" and text.strip() else None)
+
+
+class StopWaiting(ModalScreen[str | None]):
+    """A reply that has not started: send the message again later, or cancel it.
+    Escape keeps waiting."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="StopWaiting")
+    BINDINGS = [Binding("escape", "dismiss(None)", "Keep waiting")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(
+                Content(
+                    "No reply has started yet. Stop waiting, and put the message back "
+                    "in the queue or cancel it? (A cancelled message stays in history.)"
+                )
+            )
+            with Horizontal():
+                yield Button("Keep waiting", id="wait")
+                yield Button("Back to the queue", id="requeue", variant="primary")
+                yield Button("Cancel message", id="cancel", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#requeue", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "wait" else event.button.id)

@@ -24,7 +24,7 @@ from textual.widgets import Static
 
 if TYPE_CHECKING:
     from rich.markdown import Markdown as RichMarkdown
-    from textual.widgets import Markdown
+    from textual.widgets import Collapsible, Markdown
     from textual.widgets.markdown import MarkdownStream
 
 from ...sanitize import sanitize
@@ -50,6 +50,7 @@ class MessageView(Static):
     MessageView.notice { border: round $warning; }
     MessageView.failed, MessageView.expired { border-left: outer $error; }
     MessageView.found { background: $accent 15%; }
+    MessageView.stopped { border-left: outer $warning; }
     """
 
     HEADER_STYLES = {"queued": "yellow", "sending": "yellow", "failed": "red", "expired": "red"}
@@ -63,15 +64,35 @@ class MessageView(Static):
     def header_text(self) -> str:
         return self._header()
 
+    show_reasoning = False  # a reply's stored thinking: one quiet line until clicked
+
     def _renderable(self) -> Group:
         m = self.message
         style = "yellow" if m.role == "notice" else self.HEADER_STYLES.get(m.state, "dim")
-        return Group(Text(self._header(), style=style), self._body())
+        parts: list[Text | RichMarkdown] = [Text(self._header(), style=style)]
+        reasoning = m.meta.get("reasoning") if m.role == "assistant" else None
+        if reasoning:
+            if self.show_reasoning:
+                parts.append(Text("▾ Thinking (click to hide)", style="dim italic"))
+                parts.append(Text(sanitize(str(reasoning)), style="dim"))
+            else:
+                lines = len(str(reasoning).splitlines()) or 1
+                parts.append(
+                    Text(f"▸ Thinking · {lines} line(s) (click to show)", style="dim italic")
+                )
+        parts.append(self._body())
+        return Group(*parts)
+
+    def on_click(self) -> None:
+        if self.message.role == "assistant" and self.message.meta.get("reasoning"):
+            self.show_reasoning = not self.show_reasoning
+            self.update(self._renderable())
 
     def _body(self) -> Text | RichMarkdown:
         text = sanitize(self.message.content)
         # Offline answers quote an earlier reply, so they render like one.
-        if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
+        kind = self.message.meta.get("kind")
+        if self.message.role == "assistant" or kind in ("offline_answer", "fallback_answer"):
             # Rich's Markdown, not Rich markup: "[bold]" stays literal. Links
             # show their target beside the text and are never opened. Imported
             # here: the first frame of an empty window does not need it.
@@ -85,10 +106,16 @@ class MessageView(Static):
         when = clock(m.created_at)
         if m.role == "user":
             hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
-            return f"You · {when} · {sanitize(message_status(m))}{hint}"
+            total = int(m.meta.get("versions", 1))
+            versions = f" · ‹ {m.meta.get('version', 1)}/{total} › Alt+←/→" if total > 1 else ""
+            return f"You · {when} · {sanitize(message_status(m))}{versions}{hint}"
         if m.role == "assistant":
+            from ...export import reply_labels
+
             model = m.meta.get("model")
-            return f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else "")
+            header = f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else "")
+            # stopped, reasoning only, prompt → reply tokens, tokens per second
+            return header + "".join(f" · {label}" for label in reply_labels(m))
         return sanitize(str(m.meta.get("label") or f"Note · {when}"))
 
     def update_message(self, message: Message) -> None:
@@ -99,13 +126,21 @@ class MessageView(Static):
 
 
 class StreamingReply(Vertical):
-    """An assistant reply while it streams; replaced by a MessageView once stored."""
+    """An assistant reply while it streams; replaced by a MessageView once stored.
+
+    A thinking model's reasoning shows live in a dimmed, collapsible
+    "Thinking…" block above the answer, collapsed once the answer starts.
+    """
 
     DEFAULT_CSS = """
     StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
     StreamingReply > .header { height: 1; color: $accent; }
     StreamingReply > Markdown { margin: 0; padding: 0; }
+    StreamingReply > Collapsible { margin: 0; padding: 0; border: none; color: $text-muted; }
+    StreamingReply > Collapsible .thinking { color: $text-muted; text-style: italic; }
     """
+
+    THINKING_REFRESH = 0.1  # seconds: reasoning repaints at most this often
 
     def __init__(self, question: Message) -> None:
         super().__init__()
@@ -115,14 +150,41 @@ class StreamingReply(Vertical):
         self.markdown = Markdown("", open_links=False)
         self._stream: MarkdownStream | None = None
         self.received = 0
+        self.thinking: list[str] = []
+        self._thinking_view: Static | None = None
+        self._thinking_box: Collapsible | None = None
+        self._thinking_pending = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Content("Assistant · streaming…"), classes="header", markup=False)
+        yield Static(Content("Assistant · streaming… · Esc stops"), classes="header", markup=False)
         yield self.markdown
+
+    async def think(self, text: str) -> None:
+        """Some reasoning arrived: shown in the Thinking block (batched repaints)."""
+        self.thinking.append(text)
+        if self._thinking_box is None:
+            from textual.widgets import Collapsible
+
+            self._thinking_view = Static("", classes="thinking", markup=False)
+            self._thinking_box = Collapsible(
+                self._thinking_view, title="Thinking…", collapsed=self.received > 0
+            )
+            await self.mount(self._thinking_box, before=self.markdown)
+        if not self._thinking_pending:
+            self._thinking_pending = True
+            self.set_timer(self.THINKING_REFRESH, self._show_thinking)
+
+    def _show_thinking(self) -> None:
+        self._thinking_pending = False
+        if self._thinking_view is not None:
+            self._thinking_view.update(Content(sanitize("".join(self.thinking))))
 
     async def write(self, text: str) -> None:
         if self._stream is None:
             self._stream = self.markdown.get_stream(self.markdown)
+            if self._thinking_box is not None:  # the answer starts: fold the thinking away
+                self._thinking_box.collapsed = True
+                self._thinking_box.title = "Thinking (click to show)"
         self.received += len(text)
         await self._stream.write(text)
 
@@ -138,6 +200,7 @@ class ChatView(VerticalScroll, can_focus=True):
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
+    ChatView > .context-marker { color: $text-muted; text-style: italic; margin: 0 0 1 0; }
     """
 
     @dataclass
@@ -158,6 +221,7 @@ class ChatView(VerticalScroll, can_focus=True):
         self.has_older = False
         self._loading_older = False
         self._placeholder: Static | None = None  # "No messages yet", while there are none
+        self._context_marker: Static | None = None  # where the model's memory starts
 
     # -- whole-conversation loads ---------------------------------------------------------
 
@@ -168,6 +232,7 @@ class ChatView(VerticalScroll, can_focus=True):
         await self._stop_streams()
         self.conversation_id = conversation_id
         self._views.clear()
+        self._context_marker = None
         await self.remove_children()
         self.has_older = has_older
         self._placeholder = None
@@ -269,6 +334,55 @@ class ChatView(VerticalScroll, can_focus=True):
         reply = self._streams.get(question.id)
         if reply is not None:
             await reply.write(text)
+
+    async def stream_reasoning(self, question: Message, text: str) -> None:
+        reply = self._streams.get(question.id)
+        if reply is not None:
+            await reply.think(text)
+
+    def streaming_question(self) -> Message | None:
+        """The question whose reply is streaming in this conversation, if any."""
+        return next((live.question for live in self._streams.values()), None)
+
+    def streaming_started(self, question_id: int) -> bool:
+        """Has any text or thinking arrived for this reply yet?"""
+        live = self._streams.get(question_id)
+        return live is not None and (live.received > 0 or bool(live.thinking))
+
+    async def show_context_start(self, from_seq: int | None) -> None:
+        """A quiet line above the oldest turn the last request carried: what is
+        above it is no longer sent to the model. Shown only when something is."""
+        target = None
+        if from_seq is not None:
+            target = next(
+                (
+                    v
+                    for v in self._views.values()
+                    if v.message.seq == from_seq and v.message.role == "user"
+                ),
+                None,
+            )
+            earlier = self.has_older or any(
+                v.message.seq < from_seq and v.message.role == "user" for v in self._views.values()
+            )
+            if not earlier:
+                target = None
+        marker = self._context_marker
+        if target is None:
+            if marker is not None:
+                self._context_marker = None
+                await marker.remove()
+            return
+        if marker is None:
+            from ...context import NOT_SENT_MARKER
+
+            marker = Static(
+                Content(f"─── {NOT_SENT_MARKER} ───"), classes="context-marker", markup=False
+            )
+            self._context_marker = marker
+            await self.mount(marker, before=target)
+        else:
+            self.move_child(marker, before=target)
 
     async def stream_ended(self, question: Message, reply: Message | None) -> None:
         """The reply was stored (``reply``) or the stream failed (``None``)."""

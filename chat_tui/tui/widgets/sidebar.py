@@ -25,7 +25,10 @@ class ConversationList(OptionList):
         options = [
             Option(
                 Content.assemble(
-                    (sanitize(c.title) or "(untitled)")[:40], "\n", (clock(c.updated_at), "dim")
+                    ("↳ " if c.branch_of else "") + (sanitize(c.title) or "(untitled)")[:40],
+                    "\n",
+                    (clock(c.updated_at), "dim"),
+                    (f" · branch of #{c.branch_of}", "dim") if c.branch_of else "",
                 ),
                 id=str(c.id),
             )

@@ -36,6 +36,12 @@ class StatusLine(Static):
         self.endpoint = endpoint
         self.model = model
         self.tls_off = tls_off  # verify_tls = false: marked for as long as the app runs
+        self.elsewhere: list[str] = []  # other endpoints in use that are not online
+
+    def set_elsewhere(self, names: list[str]) -> None:
+        if names != self.elsewhere:
+            self.elsewhere = names
+            self.refresh_line()
 
     def set_model(self, model: str) -> None:
         self.model = model
@@ -59,6 +65,8 @@ class StatusLine(Static):
         ]
         if self.queued:
             parts += ["  ", (f"◷ {self.queued} queued", "bold $warning")]
+        if self.elsewhere:
+            parts += ["  ", (f"○ {', '.join(map(sanitize, self.elsewhere))} offline", "$warning")]
         if self.tls_off:
             parts += ["  ", ("⚠ TLS unverified", "bold $error")]
         self.update(Content.assemble(*parts))
@@ -109,10 +117,11 @@ class OfflineBanner(Static):
         if reach is None or reach.state not in ("offline", "captive", "auth_error"):
             self.update(Content.assemble((problem, "bold")))
             return
+        name = "the endpoint" if reach.endpoint == "default" else f"endpoint {reach.endpoint}"
         why = {
-            "offline": "Offline: the endpoint cannot be reached",
+            "offline": f"Offline: {name} cannot be reached",
             "captive": "A network login page is in the way (captive portal)",
-            "auth_error": "The endpoint refused the API key; delivery is paused",
+            "auth_error": f"{name[0].upper()}{name[1:]} refused the API key; delivery is paused",
         }[reach.state]
         check = (
             "checking now…"

@@ -1,0 +1,303 @@
+"""The chat window's actions for endpoints and turns, as a mixin of ChatApp.
+
+Regenerate (Ctrl+G), edit the last message (F3), edit an earlier one into a
+branch (palette), switch a turn's versions (Alt+← / Alt+→), keep a fallback
+answer and cancel its question (Ctrl+L), choose the conversation's endpoint
+(palette). Every change goes through the store and the one outbox; these
+handlers only ask and show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import SystemCommand
+from textual.css.query import NoMatches
+
+from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted, ReachabilityState
+from ..store import Message, StoreError
+from .screens.dialogs import EditMessage, TextPrompt
+from .widgets.status import OfflineBanner, StatusLine
+from .widgets.versions import LocalAnswerBlock, PickMessage, mount_local_answer
+
+if TYPE_CHECKING:
+    from .app import ChatApp
+
+
+class TurnActions:
+    """Mixed into ChatApp: relies on its engine, current conversation and chat view."""
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def _endpoint_name(self: ChatApp) -> str:
+        if self.current is not None:
+            return self.current.endpoint or "default"
+        return self._new_endpoint or "default"
+
+    def _show_endpoint(self: ChatApp) -> None:
+        """The status line and banner follow the conversation on screen's endpoint."""
+        name = self._endpoint_name()
+        try:
+            own = self.settings.for_endpoint(name)
+            where = own.base_url if name == "default" else f"{name} ({own.base_url})"
+            model = (self.current.model if self.current else None) or own.model
+        except KeyError:
+            where, model = f"{name} (not configured)", "?"
+        status = self.query_one(StatusLine)
+        self._show_elsewhere()
+        status.endpoint = where
+        status.set_model(model)
+        reach = self.reaches.get(name)
+        if reach is None and self.engine is not None:
+            link = self.engine.link_for(self.current) if self.current else None
+            reach = link.reachability.current if link is not None else None
+        if reach is not None:
+            self.reach = reach
+            status.reach = reach
+            self.query_one(OfflineBanner).show_state(reach, self.queued)
+
+    def _reach_for_endpoint(self: ChatApp, state: ReachabilityState) -> bool:
+        """Remember each endpoint's state; True if it is the one on screen. The
+        status line names the other endpoints in use that are not online."""
+        self.reaches[state.endpoint] = state
+        self._show_elsewhere()
+        return state.endpoint == self._endpoint_name()
+
+    def _show_elsewhere(self: ChatApp) -> None:
+        current = self._endpoint_name()
+        away = sorted(
+            name
+            for name, reach in self.reaches.items()
+            if name != current and reach.state in ("offline", "captive", "auth_error")
+        )
+        with contextlib.suppress(NoMatches):
+            self.query_one(StatusLine).set_elsewhere(away)
+
+    def _primary_offline(self: ChatApp) -> bool:
+        if self.engine is None:
+            return False
+        link = self.engine.link_for(self.current)
+        return link is None or not link.reachability.online
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_set_endpoint(self: ChatApp) -> None:
+        if self.engine is None:
+            return
+        names = self.settings.endpoint_names
+        name = await self.push_screen_wait(
+            TextPrompt(
+                f"Endpoint for this conversation ({', '.join(names)})",
+                self._endpoint_name(),
+            )
+        )
+        if name is None:
+            return
+        name = name.strip() or "default"
+        if name not in names:
+            self.notify(f"No endpoint named {name!r}.", severity="error", markup=False)
+            return
+        if self.current is None:
+            self._new_endpoint = name  # the next new conversation starts there
+        else:
+            await self.engine.store.set_endpoint(self.current.id, name)
+            self.current = await self.engine.store.get_conversation(self.current.id)
+            self.engine.links.get(name)  # watched from now on
+            self.engine.outbox.wake()
+        self._show_endpoint()
+        self.notify(f"This conversation now uses {name}.", markup=False, timeout=3)
+
+    # -- the fallback answer ------------------------------------------------------------------
+
+    async def _local_answer_event(self: ChatApp, event: Any) -> None:
+        chat = self.chat
+        question: Message = event.question
+        if isinstance(event, LocalAnswerStarted):
+            if question.conversation_id == chat.conversation_id:
+                self._local_blocks[question.id] = await mount_local_answer(
+                    chat, question, event.label
+                )
+                self.refresh_bindings()  # Esc stops it
+        elif isinstance(event, LocalAnswerDelta):
+            block = self._local_blocks.get(question.id)
+            if block is not None:
+                await block.write(event.text)
+        elif isinstance(event, LocalAnswerEnded):
+            block = self._local_blocks.pop(question.id, None)
+            self.refresh_bindings()
+            if block is not None:
+                await block.stop()
+                if event.notice is not None:
+                    await chat.upsert(event.notice)
+                await block.remove()
+            if event.error and question.conversation_id == chat.conversation_id:
+                self.notify(
+                    f"The fallback could not answer ({event.error}); the question stays queued.",
+                    severity="warning",
+                    markup=False,
+                    timeout=5,
+                )
+
+    async def action_keep_local(self: ChatApp) -> None:
+        """ "Good enough": keep the fallback's answer and cancel the queued question."""
+        if self.engine is None or self.current is None:
+            return
+        messages = await self.engine.store.messages_page(self.current.id, limit=20)
+        answered = {m.reply_to for m in messages if m.meta.get("kind") == "fallback_answer"} | set(
+            self._local_blocks
+        )
+        waiting = [
+            m
+            for m in messages
+            if m.role == "user" and m.id in answered and m.state in ("queued", "sending", "failed")
+        ]
+        if not waiting:
+            self.notify("No queued question here has a local answer.", markup=False, timeout=3)
+            return
+        question = waiting[-1]
+        self.engine.stop_fallback(question.id)  # still streaming: keep what came
+        try:
+            await self.engine.outbox.cancel(question.id)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.notify(
+            "Kept the local answer; the question is cancelled (kept in history).",
+            markup=False,
+            timeout=4,
+        )
+
+    # -- regenerate, edit, versions, branch ------------------------------------------------
+
+    async def _last_question(self: ChatApp) -> Message | None:
+        if self.engine is None or self.current is None:
+            return None
+        messages = await self.engine.store.messages_page(self.current.id, limit=20)
+        users = [m for m in messages if m.role == "user" and m.state != "cancelled"]
+        return users[-1] if users else None
+
+    async def action_regenerate(self: ChatApp) -> None:
+        question = await self._last_question()
+        if question is None or self.engine is None:
+            return
+        try:
+            await self.engine.outbox.resend(question.id)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        await self._reload_current()
+        self.notify("Asking again; the earlier reply is kept (Alt+← shows it).", timeout=3)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_edit_last(self: ChatApp) -> None:
+        question = await self._last_question()
+        if question is None or self.engine is None:
+            return
+        if question.state != "delivered":
+            self._edit_message(question)  # not answered yet: the queue's edit
+            return
+        text = await self.push_screen_wait(EditMessage(question.content))
+        if text is None:
+            return
+        try:
+            await self.engine.outbox.resend(question.id, text=text)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        await self._reload_current()
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_branch(self: ChatApp) -> None:
+        if self.engine is None or self.current is None:
+            return
+        messages = await self.engine.store.all_messages(self.current.id)
+        questions = [m for m in messages if m.role == "user" and m.state == "delivered"]
+        if not questions:
+            self.notify("Nothing answered here to branch from yet.", markup=False)
+            return
+        chosen = await self.push_screen_wait(
+            PickMessage("Edit which message? (a new conversation branches there)", questions)
+        )
+        message = next((m for m in questions if m.id == chosen), None)
+        if message is None:
+            return
+        text = await self.push_screen_wait(EditMessage(message.content))
+        if text is None:
+            return
+        try:
+            edited = await self.engine.store.branch(message.id, text)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.engine.outbox.wake()
+        self.conversations = await self.engine.store.list_conversations()
+        await self.open_conversation(edited.conversation_id)
+        self.notify("Branched: the original conversation is unchanged.", markup=False, timeout=4)
+
+    async def _switch_version(self: ChatApp, step: int) -> None:
+        if self.engine is None or self.current is None:
+            return
+        messages = await self.engine.store.messages_page(self.current.id, limit=40)
+        turns = [m for m in messages if m.role == "user" and int(m.meta.get("versions", 1)) > 1]
+        if not turns:
+            self.notify("This conversation has no earlier versions.", markup=False, timeout=3)
+            return
+        turn = turns[-1]
+        total, shown = int(turn.meta["versions"]), int(turn.meta.get("version", 1))
+        target = shown + step
+        if not 1 <= target <= total:
+            return
+        try:
+            await self.engine.store.show_version(turn.id, target)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        await self._reload_current()
+
+    async def action_version_prev(self: ChatApp) -> None:
+        await self._switch_version(-1)
+
+    async def action_version_next(self: ChatApp) -> None:
+        await self._switch_version(+1)
+
+    async def _reload_current(self: ChatApp) -> None:
+        if self.current is not None:
+            await self.open_conversation(self.current.id)
+
+    def turn_commands(self: ChatApp) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "Regenerate reply",
+            "Ask again for the last reply; the old one is kept (Ctrl+G)",
+            self.action_regenerate,
+        )
+        yield SystemCommand(
+            "Edit last message",
+            "Edit and resend the last message; the old turn is kept (F3)",
+            self.action_edit_last,
+        )
+        yield SystemCommand(
+            "Edit an earlier message (branch)",
+            "A new conversation with the turns before it and the edited message",
+            self.action_branch,
+        )
+        yield SystemCommand(
+            "Previous version",
+            "Show the last turn's earlier version (Alt+←)",
+            self.action_version_prev,
+        )
+        yield SystemCommand(
+            "Next version", "Show the last turn's later version (Alt+→)", self.action_version_next
+        )
+        yield SystemCommand(
+            "Keep local answer",
+            "The fallback's answer is good enough: cancel the queued question (Ctrl+L)",
+            self.action_keep_local,
+        )
+        yield SystemCommand(
+            "Set endpoint", "Choose the endpoint this conversation uses", self.action_set_endpoint
+        )
+
+
+__all__ = ["LocalAnswerBlock", "TurnActions"]
