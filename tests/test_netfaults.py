@@ -471,12 +471,12 @@ async def test_the_sender_loop_survives_its_own_bug(
         real = engine.store.next_due
         calls = 0
 
-        async def broken() -> float | None:
+        async def broken(*args: Any, **kwargs: Any) -> float | None:
             nonlocal calls
             calls += 1
             if calls <= 2:
                 raise RuntimeError("a bug")
-            return await real()
+            return await real(*args, **kwargs)
 
         monkeypatch.setattr(engine.store, "next_due", broken)
         sent = await engine.outbox.submit(None, "despite the bug")
