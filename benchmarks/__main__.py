@@ -43,17 +43,30 @@ def _run_one(name: str, quick: bool) -> list[Result]:
     if proc.returncode == NO_RUN:
         # No run() to call: run it as a script and report how it ended.
         proc = subprocess.run([PYTHON, "-m", f"benchmarks.{name}", *flag], cwd=REPO_ROOT)
-        return [Result("ran as a script (no run()); see its output above", proc.returncode,
-                       "exit", "exit 0", proc.returncode == 0, name)]
-    return [Result("crashed; see the traceback above", proc.returncode, "exit", "exit 0",
-                   False, name)]
+        return [
+            Result(
+                "ran as a script (no run()); see its output above",
+                proc.returncode,
+                "exit",
+                "exit 0",
+                proc.returncode == 0,
+                name,
+            )
+        ]
+    return [
+        Result("crashed; see the traceback above", proc.returncode, "exit", "exit 0", False, name)
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small, fast runs")
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all of {', '.join(_available())})")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all of {', '.join(_available())})",
+    )
     args = parser.parse_args()
     names = args.names or _available()
     unknown = [n for n in names if not (Path(__file__).parent / f"{n}.py").exists()]
@@ -63,8 +76,11 @@ def main() -> None:
     started = time.perf_counter()
     load = os.getloadavg()
     print(f"chat-tui benchmarks{' (quick)' if args.quick else ''}: {', '.join(names)}")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-          f"{load[0]:.2f} at start", flush=True)
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{load[0]:.2f} at start",
+        flush=True,
+    )
     warning = busy_warning()
     if warning:
         print(warning, flush=True)
@@ -74,8 +90,10 @@ def main() -> None:
         t = time.perf_counter()
         results += _run_one(name, args.quick)
         print(f"(took {time.perf_counter() - t:.0f} s)", flush=True)
-    print(f"\n=== summary ({time.perf_counter() - started:.0f} s in all, load average "
-          f"{os.getloadavg()[0]:.2f} at the end) " + "=" * 20)
+    print(
+        f"\n=== summary ({time.perf_counter() - started:.0f} s in all, load average "
+        f"{os.getloadavg()[0]:.2f} at the end) " + "=" * 20
+    )
     print_table(results)
     warning = busy_warning()
     if warning:

@@ -29,8 +29,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 # Environment variables that would leak the user's own setup into a run.
-_USER_VARS = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "CHAT_TUI_MODEL", "CHAT_TUI_CONFIG",
-              "CHAT_TUI_DATA_DIR")
+_USER_VARS = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "CHAT_TUI_MODEL",
+    "CHAT_TUI_CONFIG",
+    "CHAT_TUI_DATA_DIR",
+)
 
 
 @dataclass
@@ -72,8 +77,10 @@ def print_table(results: Sequence[Result], *, file=None, title: str | None = Non
     if title:
         print(title, file=out)
     for n, row in enumerate(rows):
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
-              file=out)
+        print(
+            " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
+            file=out,
+        )
         if n == 0:
             print(line, file=out)
     failed = sum(r.passed is False for r in results)
@@ -111,8 +118,10 @@ def busy_warning() -> str | None:
         return None
     cpus = os.cpu_count() or 1
     if load > 0.5 * cpus:
-        return (f"note: load average {load:.2f} on {cpus} CPUs: other programs are busy, "
-                "wall-clock figures are inflated (CPU-time figures much less)")
+        return (
+            f"note: load average {load:.2f} on {cpus} CPUs: other programs are busy, "
+            "wall-clock figures are inflated (CPU-time figures much less)"
+        )
     return None
 
 
@@ -164,9 +173,7 @@ def subprocess_env(tmp: Path, base_url: str) -> dict[str, str]:
     """``os.environ`` without the user's chat-tui settings, plus ``bench_environ``."""
     env = {k: v for k, v in os.environ.items() if k not in _USER_VARS}
     env.update(bench_environ(tmp, base_url))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -198,7 +205,10 @@ def server_process(*extra: str) -> Iterator[str]:
     """
     proc = subprocess.Popen(
         [PYTHON, "-m", "tests.fault_server", "--port", "0", *extra],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -242,9 +252,25 @@ vector matrix tensor gradient embedding transformer attention tokenizer inferenc
 _WORDS = _VOCABULARY.split()
 
 _RARE = [
-    "quokka", "zephyr", "obsidian", "marzipan", "tessellate", "bifurcate", "sonorous",
-    "quixotic", "palimpsest", "lugubrious", "ephemeral", "petrichor", "serendipity",
-    "halcyon", "labyrinthine", "mellifluous", "penumbra", "zeitgeist", "kerfuffle",
+    "quokka",
+    "zephyr",
+    "obsidian",
+    "marzipan",
+    "tessellate",
+    "bifurcate",
+    "sonorous",
+    "quixotic",
+    "palimpsest",
+    "lugubrious",
+    "ephemeral",
+    "petrichor",
+    "serendipity",
+    "halcyon",
+    "labyrinthine",
+    "mellifluous",
+    "penumbra",
+    "zeitgeist",
+    "kerfuffle",
     "flibbertigibbet",
 ]
 
@@ -273,10 +299,12 @@ def assistant_text(rng: random.Random) -> str:
         parts.append("## " + _sentence(rng, 4).rstrip(".?!"))
     parts.append(" ".join(_sentence(rng, rng.randint(10, 18)) for _ in range(rng.randint(1, 3))))
     if rng.random() < 0.6:
-        parts.append("\n".join(
-            f"- **{rng.choice(_WORDS)}**: {_sentence(rng, rng.randint(5, 9))}"
-            for _ in range(rng.randint(2, 4))
-        ))
+        parts.append(
+            "\n".join(
+                f"- **{rng.choice(_WORDS)}**: {_sentence(rng, rng.randint(5, 9))}"
+                for _ in range(rng.randint(2, 4))
+            )
+        )
     if rng.random() < 0.35:
         name = rng.choice(_WORDS)
         parts.append(f"```python\ndef {name}(x):\n    return x.{rng.choice(_WORDS)}()\n```")

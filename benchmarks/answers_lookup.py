@@ -43,40 +43,244 @@ SEED = 20261120
 TARGET_BUILD_S = 2.0
 TARGET_P95_MS = 20.0
 
-_LANGS = ("Python", "Rust", "Go", "Java", "JavaScript", "TypeScript", "C", "C++", "C#", "Ruby",
-          "Kotlin", "Swift", "Haskell", "Elixir", "PHP", "Perl", "Scala", "Lua", "Julia", "Dart",
-          "R", "Zig", "OCaml", "Clojure")
-_ACTIONS = ("reverse", "sort", "shuffle", "copy", "flatten", "filter", "merge", "split",
-            "serialize", "deserialize", "iterate over", "sum", "print", "compare", "hash",
-            "deduplicate", "slice", "concatenate", "parse", "validate", "compress", "encrypt",
-            "index", "search", "zip", "transpose", "chunk", "rotate", "cache", "benchmark")
-_OBJECTS = ("list", "string", "dictionary", "set", "array", "tuple", "linked list", "tree",
-            "graph", "queue", "stack", "matrix", "JSON file", "CSV file", "byte buffer",
-            "date", "timestamp", "URL", "regex match", "heap", "binary file", "stream",
-            "iterator", "map", "vector", "enum", "struct", "class instance", "XML document",
-            "HTTP response")
-_COUNTRIES = ("France", "Spain", "Italy", "Germany", "Portugal", "Austria", "Australia", "Iran",
-              "Iraq", "Japan", "China", "India", "Brazil", "Argentina", "Chile", "Peru",
-              "Canada", "Mexico", "Egypt", "Kenya", "Nigeria", "Norway", "Sweden", "Finland",
-              "Poland", "Greece", "Turkey", "Vietnam", "Thailand", "Indonesia")
-_FACTS = ("capital", "population", "currency", "official language", "largest city",
-          "national dish", "highest mountain", "longest river", "time zone", "area",
-          "president", "flag", "climate", "GDP", "national anthem")
-_UNITS = ("celsius", "fahrenheit", "kelvin", "miles", "kilometers", "pounds", "kilograms",
-          "inches", "centimeters", "feet", "meters", "gallons", "liters", "ounces", "grams")
-_TOOLS = ("git", "docker", "kubernetes", "vim", "emacs", "tmux", "npm", "pip", "cargo",
-          "maven", "gradle", "nginx", "postgres", "mysql", "redis", "ssh", "bash", "zsh")
-_TOOL_TASKS = ("undo the last commit in", "configure a proxy for", "update", "uninstall",
-               "speed up", "debug a crash in", "log errors from", "back up the data of",
-               "restore a backup of", "set environment variables for", "upgrade", "secure",
-               "monitor", "containerize", "profile memory in", "reset the password of")
-_DISHES = ("pancakes", "lasagna", "sourdough bread", "risotto", "ramen", "paella", "curry",
-           "falafel", "tiramisu", "brownies", "guacamole", "hummus", "pad thai", "gnocchi",
-           "cheesecake", "dumplings", "chili", "pesto", "omelette", "bagels")
-_DIET = ("", "without eggs", "without gluten", "without dairy", "in an air fryer",
-         "for twelve people", "in under 30 minutes", "without an oven", "for a child")
-_POLITE_PRE = ("", "", "", "Please, ", "Can you tell me ", "Hi! ", "Quick question: ",
-               "I'd like to know ", "Could you explain ")
+_LANGS = (
+    "Python",
+    "Rust",
+    "Go",
+    "Java",
+    "JavaScript",
+    "TypeScript",
+    "C",
+    "C++",
+    "C#",
+    "Ruby",
+    "Kotlin",
+    "Swift",
+    "Haskell",
+    "Elixir",
+    "PHP",
+    "Perl",
+    "Scala",
+    "Lua",
+    "Julia",
+    "Dart",
+    "R",
+    "Zig",
+    "OCaml",
+    "Clojure",
+)
+_ACTIONS = (
+    "reverse",
+    "sort",
+    "shuffle",
+    "copy",
+    "flatten",
+    "filter",
+    "merge",
+    "split",
+    "serialize",
+    "deserialize",
+    "iterate over",
+    "sum",
+    "print",
+    "compare",
+    "hash",
+    "deduplicate",
+    "slice",
+    "concatenate",
+    "parse",
+    "validate",
+    "compress",
+    "encrypt",
+    "index",
+    "search",
+    "zip",
+    "transpose",
+    "chunk",
+    "rotate",
+    "cache",
+    "benchmark",
+)
+_OBJECTS = (
+    "list",
+    "string",
+    "dictionary",
+    "set",
+    "array",
+    "tuple",
+    "linked list",
+    "tree",
+    "graph",
+    "queue",
+    "stack",
+    "matrix",
+    "JSON file",
+    "CSV file",
+    "byte buffer",
+    "date",
+    "timestamp",
+    "URL",
+    "regex match",
+    "heap",
+    "binary file",
+    "stream",
+    "iterator",
+    "map",
+    "vector",
+    "enum",
+    "struct",
+    "class instance",
+    "XML document",
+    "HTTP response",
+)
+_COUNTRIES = (
+    "France",
+    "Spain",
+    "Italy",
+    "Germany",
+    "Portugal",
+    "Austria",
+    "Australia",
+    "Iran",
+    "Iraq",
+    "Japan",
+    "China",
+    "India",
+    "Brazil",
+    "Argentina",
+    "Chile",
+    "Peru",
+    "Canada",
+    "Mexico",
+    "Egypt",
+    "Kenya",
+    "Nigeria",
+    "Norway",
+    "Sweden",
+    "Finland",
+    "Poland",
+    "Greece",
+    "Turkey",
+    "Vietnam",
+    "Thailand",
+    "Indonesia",
+)
+_FACTS = (
+    "capital",
+    "population",
+    "currency",
+    "official language",
+    "largest city",
+    "national dish",
+    "highest mountain",
+    "longest river",
+    "time zone",
+    "area",
+    "president",
+    "flag",
+    "climate",
+    "GDP",
+    "national anthem",
+)
+_UNITS = (
+    "celsius",
+    "fahrenheit",
+    "kelvin",
+    "miles",
+    "kilometers",
+    "pounds",
+    "kilograms",
+    "inches",
+    "centimeters",
+    "feet",
+    "meters",
+    "gallons",
+    "liters",
+    "ounces",
+    "grams",
+)
+_TOOLS = (
+    "git",
+    "docker",
+    "kubernetes",
+    "vim",
+    "emacs",
+    "tmux",
+    "npm",
+    "pip",
+    "cargo",
+    "maven",
+    "gradle",
+    "nginx",
+    "postgres",
+    "mysql",
+    "redis",
+    "ssh",
+    "bash",
+    "zsh",
+)
+_TOOL_TASKS = (
+    "undo the last commit in",
+    "configure a proxy for",
+    "update",
+    "uninstall",
+    "speed up",
+    "debug a crash in",
+    "log errors from",
+    "back up the data of",
+    "restore a backup of",
+    "set environment variables for",
+    "upgrade",
+    "secure",
+    "monitor",
+    "containerize",
+    "profile memory in",
+    "reset the password of",
+)
+_DISHES = (
+    "pancakes",
+    "lasagna",
+    "sourdough bread",
+    "risotto",
+    "ramen",
+    "paella",
+    "curry",
+    "falafel",
+    "tiramisu",
+    "brownies",
+    "guacamole",
+    "hummus",
+    "pad thai",
+    "gnocchi",
+    "cheesecake",
+    "dumplings",
+    "chili",
+    "pesto",
+    "omelette",
+    "bagels",
+)
+_DIET = (
+    "",
+    "without eggs",
+    "without gluten",
+    "without dairy",
+    "in an air fryer",
+    "for twelve people",
+    "in under 30 minutes",
+    "without an oven",
+    "for a child",
+)
+_POLITE_PRE = (
+    "",
+    "",
+    "",
+    "Please, ",
+    "Can you tell me ",
+    "Hi! ",
+    "Quick question: ",
+    "I'd like to know ",
+    "Could you explain ",
+)
 _POLITE_POST = ("", "", "", " please", " Thanks!", " thank you")
 
 
@@ -84,8 +288,7 @@ def _templates(rng: random.Random) -> str:
     """One question from one of several families, each a product of slots."""
     family = rng.randrange(7)
     if family <= 1:
-        return (f"How do I {rng.choice(_ACTIONS)} a {rng.choice(_OBJECTS)} "
-                f"in {rng.choice(_LANGS)}?")
+        return f"How do I {rng.choice(_ACTIONS)} a {rng.choice(_OBJECTS)} in {rng.choice(_LANGS)}?"
     if family == 2:
         return f"What is the {rng.choice(_FACTS)} of {rng.choice(_COUNTRIES)}?"
     if family == 3:
@@ -107,7 +310,7 @@ def _typo(rng: random.Random, text: str) -> str:
     i = rng.choice(long)
     w = words[i]
     j = rng.randrange(1, len(w) - 2)
-    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
     return " ".join(words)
 
 
@@ -134,10 +337,16 @@ def make_history(n: int, seed: int = SEED) -> list[PastQuestion]:
         else:
             text = _variant(rng, _templates(rng))
         conv = i // 20
-        history.append(PastQuestion(
-            message_id=i + 1, conversation_id=conv + 1, conversation_title=f"Chat {conv}",
-            question=text, answer=f"answer {i}", asked_at=start + i * 300.0,
-        ))
+        history.append(
+            PastQuestion(
+                message_id=i + 1,
+                conversation_id=conv + 1,
+                conversation_title=f"Chat {conv}",
+                question=text,
+                answer=f"answer {i}",
+                asked_at=start + i * 300.0,
+            )
+        )
     return history
 
 
@@ -150,15 +359,19 @@ def make_lookups(history: list[PastQuestion], count: int, seed: int = SEED) -> l
             queries.append(_variant(rng, rng.choice(history).question))
         else:
             # Same families, but entities the history never uses: must not match.
-            queries.append(rng.choice((
-                f"How do I {rng.choice(_ACTIONS)} a {rng.choice(_OBJECTS)} in Fortran?",
-                f"What is the {rng.choice(_FACTS)} of Iceland?",
-                f"How do I convert {rng.choice(_UNITS)} to furlongs?",
-                f"How do I make {rng.choice(_DISHES)} with bacon?",
-                f"What is {rng.randint(1000, 9999)} + {rng.randint(0, 999)}?",
-                f"How do I {rng.choice(_TOOL_TASKS)} podman?",
-                "Why do cats purr when they are happy?",
-            )))
+            queries.append(
+                rng.choice(
+                    (
+                        f"How do I {rng.choice(_ACTIONS)} a {rng.choice(_OBJECTS)} in Fortran?",
+                        f"What is the {rng.choice(_FACTS)} of Iceland?",
+                        f"How do I convert {rng.choice(_UNITS)} to furlongs?",
+                        f"How do I make {rng.choice(_DISHES)} with bacon?",
+                        f"What is {rng.randint(1000, 9999)} + {rng.randint(0, 999)}?",
+                        f"How do I {rng.choice(_TOOL_TASKS)} podman?",
+                        "Why do cats purr when they are happy?",
+                    )
+                )
+            )
     return queries
 
 
@@ -219,8 +432,13 @@ def run_n(n: int, lookups: int = LOOKUPS) -> list[Result]:
     p50, p95, p99 = (percentile(times, p) for p in (50, 95, 99))
     return [
         Result("questions indexed (distinct)", float(len(index)), "", f"of {n}", None),
-        Result(f"build() median of {BUILDS}", build_s, "s", f"≤ {TARGET_BUILD_S:.0f} s",
-               build_s <= TARGET_BUILD_S),
+        Result(
+            f"build() median of {BUILDS}",
+            build_s,
+            "s",
+            f"≤ {TARGET_BUILD_S:.0f} s",
+            build_s <= TARGET_BUILD_S,
+        ),
         Result("build() slowest", max(build_times), "s", "-", None),
         Result("best() p50", p50, "ms", "-", None),
         Result("best() p95", p95, "ms", f"≤ {TARGET_P95_MS:.0f} ms", p95 <= TARGET_P95_MS),
@@ -249,8 +467,10 @@ def main(argv: list[str] | None = None) -> None:
     results = run_n(n, args.lookups)
     for r in results:
         r.benchmark = BENCHMARK
-    print(f"{BENCHMARK}: {n} past questions, {args.lookups} lookups, "
-          f"{time.perf_counter() - started:.1f} s in all\n")
+    print(
+        f"{BENCHMARK}: {n} past questions, {args.lookups} lookups, "
+        f"{time.perf_counter() - started:.1f} s in all\n"
+    )
     print_table(results)
     sys.exit(0)
 

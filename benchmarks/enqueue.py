@@ -100,8 +100,14 @@ async def _stall_during_flush(settings, port: int, total: int) -> tuple[list[flo
         app.composer.cursor_blink = False
         await pilot.pause()  # start-up is the startup benchmark's business
         server = await asyncio.create_subprocess_exec(
-            PYTHON, "-m", "tests.fault_server", "--port", str(port), cwd=REPO_ROOT,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            PYTHON,
+            "-m",
+            "tests.fault_server",
+            "--port",
+            str(port),
+            cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             assert server.stdout is not None
@@ -130,8 +136,10 @@ async def _stall_during_flush(settings, port: int, total: int) -> tuple[list[flo
             server.terminate()
             await server.wait()
         worst = sorted(zip(lateness, when, strict=True), reverse=True)[:5]
-        log("  worst stalls (ms @ s after the endpoint came back): " + ", ".join(
-            f"{v:.0f} @ {w - started:.2f}" for v, w in worst))
+        log(
+            "  worst stalls (ms @ s after the endpoint came back): "
+            + ", ".join(f"{v:.0f} @ {w - started:.2f}" for v, w in worst)
+        )
         await pilot.pause()
     return lateness, elapsed, delivered
 
@@ -140,11 +148,15 @@ def run(quick: bool) -> list[Result]:
     n = 300 if quick else 1_000
     long_pairs = 1_000 if quick else 5_000
     ordinary, in_long, fs = _submit_case(n, long_pairs)
-    log(f"enqueue: {n} submits into 10 conversations, {len(in_long)} into one of "
-        f"{2 * long_pairs:,} messages; synchronous=FULL on {fs} ({os.cpu_count()} CPUs)")
+    log(
+        f"enqueue: {n} submits into 10 conversations, {len(in_long)} into one of "
+        f"{2 * long_pairs:,} messages; synchronous=FULL on {fs} ({os.cpu_count()} CPUs)"
+    )
     for label, values in (("ordinary", ordinary), ("long conversation", in_long)):
-        log(f"  {label}: p50 {percentile(values, 50):.2f} ms, p99 {percentile(values, 99):.2f} ms, "
-            f"max {max(values):.2f} ms")
+        log(
+            f"  {label}: p50 {percentile(values, 50):.2f} ms, p99 {percentile(values, 99):.2f} ms, "
+            f"max {max(values):.2f} ms"
+        )
 
     total = 100 if quick else 300
     with temp_dir("stall") as tmp:
@@ -154,25 +166,43 @@ def run(quick: bool) -> list[Result]:
         rng = random.Random(9)
         with bulk_writer(settings.db_path) as db:
             for c in range(10):
-                add_conversation(db, rng, delivered_pairs=20, queued=total // 10,
-                                 title=f"stall {c}")
+                add_conversation(
+                    db, rng, delivered_pairs=20, queued=total // 10, title=f"stall {c}"
+                )
         lateness, elapsed, delivered = asyncio.run(_stall_during_flush(settings, port, total))
     stall_p99 = percentile(lateness, 99)
     stall_max = max(lateness)
-    log(f"  TUI flush: {delivered}/{total} delivered in {elapsed:.1f} s; event-loop lateness over "
+    log(
+        f"  TUI flush: {delivered}/{total} delivered in {elapsed:.1f} s; event-loop lateness over "
         f"{len(lateness)} ticks: p50 {percentile(lateness, 50):.1f} ms, p99 {stall_p99:.1f} ms, "
-        f"max {stall_max:.1f} ms; ticks late by > 50 ms: {sum(v > 50 for v in lateness)}")
+        f"max {stall_max:.1f} ms; ticks late by > 50 ms: {sum(v > 50 for v in lateness)}"
+    )
 
     p99 = percentile(ordinary, 99)
     p99_long = percentile(in_long, 99)
     return [
-        Result(f"submit → commit p99 ({n}, {fs})", p99, "ms", f"≤ {SUBMIT_P99_MS:.0f} ms",
-               p99 <= SUBMIT_P99_MS),
+        Result(
+            f"submit → commit p99 ({n}, {fs})",
+            p99,
+            "ms",
+            f"≤ {SUBMIT_P99_MS:.0f} ms",
+            p99 <= SUBMIT_P99_MS,
+        ),
         Result("  submit → commit p50", percentile(ordinary, 50), "ms", "", None),
-        Result(f"submit p99, {2 * long_pairs:,}-message conversation", p99_long, "ms",
-               f"≤ {SUBMIT_P99_MS:.0f} ms", p99_long <= SUBMIT_P99_MS),
-        Result(f"UI stall p99 while flushing {total} in the TUI", stall_p99, "ms",
-               f"≤ {STALL_P99_MS:.0f} ms", delivered >= total and stall_p99 <= STALL_P99_MS),
+        Result(
+            f"submit p99, {2 * long_pairs:,}-message conversation",
+            p99_long,
+            "ms",
+            f"≤ {SUBMIT_P99_MS:.0f} ms",
+            p99_long <= SUBMIT_P99_MS,
+        ),
+        Result(
+            f"UI stall p99 while flushing {total} in the TUI",
+            stall_p99,
+            "ms",
+            f"≤ {STALL_P99_MS:.0f} ms",
+            delivered >= total and stall_p99 <= STALL_P99_MS,
+        ),
         Result("  UI stall max", stall_max, "ms", "", None),
         Result("  TUI flush rate", delivered / elapsed, "msg/s", "", None),
     ]

@@ -64,8 +64,14 @@ async def _queue_queries(settings) -> dict[str, float]:  # type: ignore[no-untyp
             claim = await store.claim_next("bench", lease_seconds=30)
             out["claim_next"].append((time.perf_counter() - t) * 1000)
             if claim is not None:
-                await store.release(claim.message.id, "bench", error="bench", next_attempt_at=0,
-                                    charge_attempt=False, max_attempts=6)
+                await store.release(
+                    claim.message.id,
+                    "bench",
+                    error="bench",
+                    next_attempt_at=0,
+                    charge_attempt=False,
+                    max_attempts=6,
+                )
     finally:
         await store.close()
     return {k: median(v) for k, v in out.items()}
@@ -88,8 +94,13 @@ async def _flush(settings) -> tuple[float, float, int, int]:  # type: ignore[no-
 
 
 def _one(  # type: ignore[no-untyped-def]
-    base_url: str, conversations: int, per_conversation: int, concurrency: int,
-    *, history: int = 0, queries: dict[str, float] | None = None,
+    base_url: str,
+    conversations: int,
+    per_conversation: int,
+    concurrency: int,
+    *,
+    history: int = 0,
+    queries: dict[str, float] | None = None,
 ):
     with temp_dir("flush") as tmp:
         settings = make_settings(tmp, base_url, concurrency=concurrency)
@@ -99,8 +110,9 @@ def _one(  # type: ignore[no-untyped-def]
             for _ in range(history // 1000):  # old conversations of 1,000 messages each
                 add_conversation(db, rng, delivered_pairs=500, title="history")
             for c in range(conversations):
-                add_conversation(db, rng, delivered_pairs=0, queued=per_conversation,
-                                 title=f"flush {c}")
+                add_conversation(
+                    db, rng, delivered_pairs=0, queued=per_conversation, title=f"flush {c}"
+                )
         if queries is not None:
             queries.update(asyncio.run(_queue_queries(settings)))
         return asyncio.run(_flush(settings))
@@ -110,40 +122,77 @@ def run(quick: bool) -> list[Result]:
     conversations, per = (20, 10) if quick else (20, 50)
     history = 10_000 if quick else 50_000
     total = conversations * per
-    log(f"flush: {total} queued messages over {conversations} conversations, "
-        f"fault server in its own process, streaming replies")
+    log(
+        f"flush: {total} queued messages over {conversations} conversations, "
+        f"fault server in its own process, streaming replies"
+    )
     results = []
     with server_process() as base_url:
         _one(base_url, 2, 5, 4)  # warm-up: imports, first connections; not counted
         for concurrency in CONCURRENCY:
             elapsed, cpu, delivered, stored = _one(base_url, conversations, per, concurrency)
             rate = delivered / elapsed
-            log(f"  concurrency {concurrency}: {delivered}/{total} delivered ({stored} stored) "
+            log(
+                f"  concurrency {concurrency}: {delivered}/{total} delivered ({stored} stored) "
                 f"in {elapsed:.2f} s, {rate:.0f} msg/s, client CPU {cpu:.2f} s "
-                f"({cpu / max(delivered, 1) * 1000:.1f} ms per message)")
+                f"({cpu / max(delivered, 1) * 1000:.1f} ms per message)"
+            )
             ok = delivered == total and stored == total
-            results.append(Result(f"{total} messages, concurrency {concurrency}", rate, "msg/s",
-                                  f"≥ {TARGET:.0f} msg/s", ok and rate >= TARGET))
-            results.append(Result(f"  client CPU per message, concurrency {concurrency}",
-                                  cpu / max(delivered, 1) * 1000, "ms", "", None))
+            results.append(
+                Result(
+                    f"{total} messages, concurrency {concurrency}",
+                    rate,
+                    "msg/s",
+                    f"≥ {TARGET:.0f} msg/s",
+                    ok and rate >= TARGET,
+                )
+            )
+            results.append(
+                Result(
+                    f"  client CPU per message, concurrency {concurrency}",
+                    cpu / max(delivered, 1) * 1000,
+                    "ms",
+                    "",
+                    None,
+                )
+            )
 
         queries: dict[str, float] = {}
-        elapsed, cpu, delivered, _stored = _one(base_url, conversations, per, 4,
-                                                history=history, queries=queries)
+        elapsed, cpu, delivered, _stored = _one(
+            base_url, conversations, per, 4, history=history, queries=queries
+        )
         rate = delivered / elapsed
-        log(f"  with {history:,} messages of history in other conversations, concurrency 4: "
+        log(
+            f"  with {history:,} messages of history in other conversations, concurrency 4: "
             f"{delivered}/{total} in {elapsed:.2f} s, {rate:.0f} msg/s; queue queries: "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in queries.items()))
-        results.append(Result(f"{total} messages, {history // 1000}k history, concurrency 4",
-                              rate, "msg/s", f"≥ {TARGET:.0f} msg/s",
-                              delivered == total and rate >= TARGET))
+            + ", ".join(f"{k} {v:.2f} ms" for k, v in queries.items())
+        )
+        results.append(
+            Result(
+                f"{total} messages, {history // 1000}k history, concurrency 4",
+                rate,
+                "msg/s",
+                f"≥ {TARGET:.0f} msg/s",
+                delivered == total and rate >= TARGET,
+            )
+        )
         for name, ms in queries.items():
             if name == "claim_next":  # a write transaction (fsync): shown, not judged
-                results.append(Result(f"  {name}() with {history // 1000}k history (median)",
-                                      ms, "ms", "", None))
+                results.append(
+                    Result(
+                        f"  {name}() with {history // 1000}k history (median)", ms, "ms", "", None
+                    )
+                )
                 continue
-            results.append(Result(f"  {name}() with {history // 1000}k history (median)", ms,
-                                  "ms", f"≤ {QUERY_TARGET_MS:.0f} ms", ms <= QUERY_TARGET_MS))
+            results.append(
+                Result(
+                    f"  {name}() with {history // 1000}k history (median)",
+                    ms,
+                    "ms",
+                    f"≤ {QUERY_TARGET_MS:.0f} ms",
+                    ms <= QUERY_TARGET_MS,
+                )
+            )
     return results
 
 

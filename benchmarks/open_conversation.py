@@ -44,8 +44,9 @@ def _build(db_path: Path, big_pairs: int) -> dict[str, int]:
             "INSERT INTO conversations (title, created_at, updated_at) VALUES ('empty', 0, 0)"
         ).lastrowid
         small = add_conversation(db, rng, delivered_pairs=50, title="100 messages")
-        big = add_conversation(db, rng, delivered_pairs=big_pairs,
-                               title=f"{2 * big_pairs} messages")
+        big = add_conversation(
+            db, rng, delivered_pairs=big_pairs, title=f"{2 * big_pairs} messages"
+        )
     assert empty is not None
     return {"empty": empty, "small": small, "big": big}
 
@@ -111,8 +112,11 @@ async def _measure(settings, ids: dict[str, int], runs: int) -> dict[str, dict[s
                 await pilot.pause()
                 await _settle(app)
                 # The last frame this open produced (frames are appended in order).
-                last = max(i for i, f in enumerate(app.frames) if f >= start) \
-                    if app.frames[-1] >= start else None
+                last = (
+                    max(i for i, f in enumerate(app.frames) if f >= start)
+                    if app.frames[-1] >= start
+                    else None
+                )
                 painted = app.frames[last] if last is not None else returned
                 cpu = app.frame_cpu[last] if last is not None else time.process_time()
                 out[key]["returned"].append((returned - start) * 1000)
@@ -132,30 +136,57 @@ def run(quick: bool) -> list[Result]:
         settings = make_settings(tmp, server.base_url)
         started = time.perf_counter()
         ids = _build(settings.db_path, big_pairs)
-        log(f"open_conversation: built 100 + {2 * big_pairs:,} messages in "
-            f"{time.perf_counter() - started:.1f} s; {runs} opens of each, terminal {SIZE}")
+        log(
+            f"open_conversation: built 100 + {2 * big_pairs:,} messages in "
+            f"{time.perf_counter() - started:.1f} s; {runs} opens of each, terminal {SIZE}"
+        )
         res = asyncio.run(_measure(settings, ids, runs))
 
     for key, label in (("small", "100"), ("big", f"{2 * big_pairs:,}")):
         r = res[key]
-        log(f"  {label:>6} messages: painted " + ", ".join(f"{v:.0f}" for v in r["painted"])
-            + " ms (CPU " + ", ".join(f"{v:.0f}" for v in r["cpu"])
+        log(
+            f"  {label:>6} messages: painted "
+            + ", ".join(f"{v:.0f}" for v in r["painted"])
+            + " ms (CPU "
+            + ", ".join(f"{v:.0f}" for v in r["cpu"])
             + " ms); open_conversation returned after "
-            + ", ".join(f"{v:.0f}" for v in r["returned"]) + " ms")
+            + ", ".join(f"{v:.0f}" for v in r["returned"])
+            + " ms"
+        )
         log(f"         {r['views'][-1]} MessageViews, {r['widgets'][-1]} widgets on screen")
     small = median(res["small"]["painted"])
     big = median(res["big"]["painted"])
     ratio = big / small if small else float("inf")
     return [
-        Result(f"open {2 * big_pairs:,}-message conversation → painted (median)", big, "ms",
-               f"≤ {TARGET_MS:.0f} ms", big <= TARGET_MS),
-        Result("open 100-message conversation → painted (median)", small, "ms",
-               f"≤ {TARGET_MS:.0f} ms", small <= TARGET_MS),
-        Result(f"{2 * big_pairs:,} vs 100 messages", ratio, "x", f"≤ {TARGET_RATIO}×",
-               ratio <= TARGET_RATIO),
+        Result(
+            f"open {2 * big_pairs:,}-message conversation → painted (median)",
+            big,
+            "ms",
+            f"≤ {TARGET_MS:.0f} ms",
+            big <= TARGET_MS,
+        ),
+        Result(
+            "open 100-message conversation → painted (median)",
+            small,
+            "ms",
+            f"≤ {TARGET_MS:.0f} ms",
+            small <= TARGET_MS,
+        ),
+        Result(
+            f"{2 * big_pairs:,} vs 100 messages",
+            ratio,
+            "x",
+            f"≤ {TARGET_RATIO}×",
+            ratio <= TARGET_RATIO,
+        ),
         Result("  CPU time of the open (big, median)", median(res["big"]["cpu"]), "ms", "", None),
-        Result("  open_conversation() returned (big, median)",
-               median(res["big"]["returned"]), "ms", "", None),
+        Result(
+            "  open_conversation() returned (big, median)",
+            median(res["big"]["returned"]),
+            "ms",
+            "",
+            None,
+        ),
         Result("  widgets mounted (big)", res["big"]["widgets"][-1], "", "", None),
         Result("  MessageViews mounted (big)", res["big"]["views"][-1], "", "", None),
     ]

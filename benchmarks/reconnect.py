@@ -83,30 +83,48 @@ def _once(outage: float) -> tuple[float, float]:
 
 def run(quick: bool) -> list[Result]:
     runs = 3 if quick else 5
-    log(f"reconnect: 5 messages queued in 3 conversations, default probe schedule; "
+    log(
+        f"reconnect: 5 messages queued in 3 conversations, default probe schedule; "
         f"{runs} runs after a {OUTAGE:.0f} s outage"
-        + ("" if quick else f", 1 run after a {LONG_OUTAGE:.0f} s outage"))
+        + ("" if quick else f", 1 run after a {LONG_OUTAGE:.0f} s outage")
+    )
     first, last = [], []
     for _ in range(runs):
         f, la = _once(OUTAGE)
         first.append(f)
         last.append(la)
-    log("  first reply after " + ", ".join(f"{v:.2f}" for v in first) + " s; all five after "
-        + ", ".join(f"{v:.2f}" for v in last) + " s")
+    log(
+        "  first reply after "
+        + ", ".join(f"{v:.2f}" for v in first)
+        + " s; all five after "
+        + ", ".join(f"{v:.2f}" for v in last)
+        + " s"
+    )
     results = [
-        Result(f"server back → first reply, {OUTAGE:.0f} s outage (median of {runs})",
-               median(first), "s", f"≤ {TARGET_S:.0f} s", median(first) <= TARGET_S),
+        Result(
+            f"server back → first reply, {OUTAGE:.0f} s outage (median of {runs})",
+            median(first),
+            "s",
+            f"≤ {TARGET_S:.0f} s",
+            median(first) <= TARGET_S,
+        ),
         Result("  server back → all 5 replies (median)", median(last), "s", "", None),
     ]
     if not quick:
         # After a long outage the HTTP probes are 7.5–15 s apart; what must notice
         # the return is the bare connect the client tries each second while offline.
         long_runs = [_once(LONG_OUTAGE)[0] for _ in range(3)]
-        log(f"  after a {LONG_OUTAGE:.0f} s outage: first reply after "
-            + ", ".join(f"{v:.2f}" for v in long_runs) + " s")
+        log(
+            f"  after a {LONG_OUTAGE:.0f} s outage: first reply after "
+            + ", ".join(f"{v:.2f}" for v in long_runs)
+            + " s"
+        )
         name = f"server back → first reply, {LONG_OUTAGE:.0f} s outage (median of 3)"
-        results.append(Result(name, median(long_runs), "s", f"≤ {TARGET_S:.0f} s",
-                              median(long_runs) <= TARGET_S))
+        results.append(
+            Result(
+                name, median(long_runs), "s", f"≤ {TARGET_S:.0f} s", median(long_runs) <= TARGET_S
+            )
+        )
     return results
 
 

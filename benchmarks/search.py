@@ -38,8 +38,14 @@ QUERIES: dict[str, list[str]] = {
     "common": ["the", "code", "error", "python", "value", "function"],
     "rare": ["quokka", "petrichor", "zeitgeist", "serendipity", "kerfuffle", "palimpsest"],
     "prefix": ["conf", "pyth", "tran", "mig", "data", "str"],
-    "multi-word": ["database migration", "async loop task", "retry network timeout",
-                   "return value", "render widget layout", "error handling"],
+    "multi-word": [
+        "database migration",
+        "async loop task",
+        "retry network timeout",
+        "return value",
+        "render widget layout",
+        "error handling",
+    ],
 }
 
 
@@ -71,8 +77,9 @@ def _match_counts(db_path, queries: list[str]) -> dict[str, int]:  # type: ignor
     db = sqlite3.connect(db_path)
     try:
         return {
-            q: db.execute("SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH ?",
-                          (_fts_query(q),)).fetchone()[0]
+            q: db.execute(
+                "SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH ?", (_fts_query(q),)
+            ).fetchone()[0]
             for q in queries
         }
     finally:
@@ -90,27 +97,48 @@ def run(quick: bool) -> list[Result]:
         per_conversation = 1_000
         with bulk_writer(settings.db_path) as db:
             for c in range(total // per_conversation):
-                add_conversation(db, rng, delivered_pairs=per_conversation // 2,
-                                 title=f"conversation {c}")
-        log(f"search: built {total:,} messages with FTS in {time.perf_counter() - started:.1f} s;"
-            f" {sum(len(v) for v in QUERIES.values())} queries × {repeats}")
+                add_conversation(
+                    db, rng, delivered_pairs=per_conversation // 2, title=f"conversation {c}"
+                )
+        log(
+            f"search: built {total:,} messages with FTS in {time.perf_counter() - started:.1f} s;"
+            f" {sum(len(v) for v in QUERIES.values())} queries × {repeats}"
+        )
         counts = _match_counts(settings.db_path, [q for qs in QUERIES.values() for q in qs])
         timings = asyncio.run(_time_queries(settings, repeats))
 
     results: list[Result] = []
     everything = [ms for rows in timings.values() for _q, ms, _n in rows]
     p95 = percentile(everything, 95)
-    results.append(Result(f"search p95 over {total:,} messages (mixed queries)", p95, "ms",
-                          f"≤ {TARGET_MS:.0f} ms", p95 <= TARGET_MS))
+    results.append(
+        Result(
+            f"search p95 over {total:,} messages (mixed queries)",
+            p95,
+            "ms",
+            f"≤ {TARGET_MS:.0f} ms",
+            p95 <= TARGET_MS,
+        )
+    )
     for kind, rows in timings.items():
         kind_p95 = percentile([ms for _q, ms, _n in rows], 95)
         per_query: dict[str, list[float]] = {}
         for q, ms, _n in rows:
             per_query.setdefault(q, []).append(ms)
-        log(f"  {kind:>10}: p95 {kind_p95:6.1f} ms  " + "  ".join(
-            f"{q!r} {percentile(v, 50):.0f}ms/{counts[q]:,} hits" for q, v in per_query.items()))
-        results.append(Result(f"  {kind} queries p95", kind_p95, "ms",
-                              f"≤ {TARGET_MS:.0f} ms", kind_p95 <= TARGET_MS))
+        log(
+            f"  {kind:>10}: p95 {kind_p95:6.1f} ms  "
+            + "  ".join(
+                f"{q!r} {percentile(v, 50):.0f}ms/{counts[q]:,} hits" for q, v in per_query.items()
+            )
+        )
+        results.append(
+            Result(
+                f"  {kind} queries p95",
+                kind_p95,
+                "ms",
+                f"≤ {TARGET_MS:.0f} ms",
+                kind_p95 <= TARGET_MS,
+            )
+        )
     return results
 
 

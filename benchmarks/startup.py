@@ -56,8 +56,7 @@ def _launch(
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
     cmd = [CHILD[0], *python_flags, *CHILD[1:]]
     launched = time.time()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     marks = {"launch": launched}
     for line in proc.stdout.splitlines():
         m = re.fullmatch(r"T (\w+) ([0-9.]+)", line.strip())
@@ -108,9 +107,11 @@ def _import_report(pycache: Path, top: int = 10) -> None:
             rows.append((int(m.group(2)), int(m.group(1)), len(m.group(3)) // 2, m.group(4)))
     rows.sort(reverse=True)
     total_top = sum(c for c, _s, depth, _n in rows if depth == 0)
-    log(f"\npython -X importtime on the start path (top {top} by cumulative time; "
+    log(
+        f"\npython -X importtime on the start path (top {top} by cumulative time; "
         f"all top-level imports together: {total_top / 1000:.0f} ms, inflated by the "
-        "tracing itself):")
+        "tracing itself):"
+    )
     log(f"  {'cumulative':>10}  {'self':>7}  module")
     for cumulative, self_us, depth, name in rows[:top]:
         log(f"  {cumulative / 1000:>8.1f}ms  {self_us / 1000:>5.1f}ms  {'  ' * depth}{name}")
@@ -121,8 +122,7 @@ def _import_report(pycache: Path, top: int = 10) -> None:
 
 def run(quick: bool) -> list[Result]:
     n = 3 if quick else 7
-    log(f"startup: {n} runs each (+1 warm-up), fresh interpreter per run, "
-        f"{os.cpu_count()} CPUs")
+    log(f"startup: {n} runs each (+1 warm-up), fresh interpreter per run, {os.cpu_count()} CPUs")
     with temp_dir("pycache") as pycache:
         with temp_dir("warmup") as tmp:
             _launch(tmp, pycache=pycache)  # fills the page cache and bytecode; not counted
@@ -132,31 +132,55 @@ def run(quick: bool) -> list[Result]:
     no_bytecode: list[dict[str, float]] = []
     if "PYTHONDONTWRITEBYTECODE" in os.environ:
         no_bytecode = [_phases(m) for m in _runs(n, existing_db=False, pycache=None)]
-    for label, runs in (("fresh data dir", fresh), ("existing db, 20 conversations", existing),
-                        ("fresh data dir, no bytecode cache (as this env runs)", no_bytecode)):
+    for label, runs in (
+        ("fresh data dir", fresh),
+        ("existing db, 20 conversations", existing),
+        ("fresh data dir, no bytecode cache (as this env runs)", no_bytecode),
+    ):
         if not runs:
             continue
-        log(f"  {label}: " + ", ".join(f"{r['total']:.0f}" for r in runs)
-            + f" ms (min {min(r['total'] for r in runs):.0f})")
-        log("    median phases: " + ", ".join(
-            f"{k} {median([r[k] for r in runs]):.0f} ms" for k in runs[0]
-        ))
+        log(
+            f"  {label}: "
+            + ", ".join(f"{r['total']:.0f}" for r in runs)
+            + f" ms (min {min(r['total'] for r in runs):.0f})"
+        )
+        log(
+            "    median phases: "
+            + ", ".join(f"{k} {median([r[k] for r in runs]):.0f} ms" for k in runs[0])
+        )
 
     fresh_ms = median([r["total"] for r in fresh])
     existing_ms = median([r["total"] for r in existing])
     imports_ms = median([r["imports"] for r in fresh])
     app_ms = median([r["app to frame"] for r in fresh])
     results = [
-        Result(f"first frame, fresh data dir (median of {n})", fresh_ms, "ms",
-               f"≤ {TARGET_MS:.0f} ms", fresh_ms <= TARGET_MS),
-        Result(f"first frame, existing db (median of {n})", existing_ms, "ms",
-               f"≤ {TARGET_MS:.0f} ms", existing_ms <= TARGET_MS),
+        Result(
+            f"first frame, fresh data dir (median of {n})",
+            fresh_ms,
+            "ms",
+            f"≤ {TARGET_MS:.0f} ms",
+            fresh_ms <= TARGET_MS,
+        ),
+        Result(
+            f"first frame, existing db (median of {n})",
+            existing_ms,
+            "ms",
+            f"≤ {TARGET_MS:.0f} ms",
+            existing_ms <= TARGET_MS,
+        ),
         Result("  of which imports (median)", imports_ms, "ms", "", None),
         Result("  of which app start to frame (median)", app_ms, "ms", "", None),
     ]
     if no_bytecode:
-        results.append(Result("first frame, PYTHONDONTWRITEBYTECODE=1 (median)",
-                              median([r["total"] for r in no_bytecode]), "ms", "", None))
+        results.append(
+            Result(
+                "first frame, PYTHONDONTWRITEBYTECODE=1 (median)",
+                median([r["total"] for r in no_bytecode]),
+                "ms",
+                "",
+                None,
+            )
+        )
     return results
 
 
