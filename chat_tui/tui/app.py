@@ -290,6 +290,7 @@ class ChatApp(App[int]):
             draft = draft + self.composer.text
         with self.composer.prevent(Composer.Changed):
             self.composer.text = draft
+        self.composer.in_flight = 0
         self._draft_text = draft
         self._draft_loaded = True
         self.composer.move_cursor(self.composer.document.end)
@@ -326,17 +327,20 @@ class ChatApp(App[int]):
 
     @on(Composer.Submitted)
     async def _submit(self, event: Composer.Submitted) -> None:
-        if not await self._engine_ready() or self.engine is None:
-            return
         text = event.text
+        if not await self._engine_ready() or self.engine is None:
+            with contextlib.suppress(NoMatches):  # closing: the draft keeps the text
+                self.composer.not_sent(text)
+            return
         try:
             result = await self.engine.outbox.submit(self._current_id, text)
         except StoreError as exc:
             # The text stays in the composer: nothing typed is lost.
+            self.composer.not_sent(text)
             self.notify(str(exc), title="Not queued", severity="error", markup=False, timeout=10)
             return
-        if self.composer.text == text:
-            self.composer.clear()
+        # Remove exactly what was queued; what was typed after Enter stays.
+        self.composer.sent(text)
         message = result.message
         if self.current is None or self.current.id != message.conversation_id:
             self.current = await self.engine.store.get_conversation(message.conversation_id)
@@ -557,7 +561,9 @@ class ChatApp(App[int]):
         if view is not None:
             view.add_class("found")
             self.chat.release_anchor()  # stay on the hit, not the newest message
-            self.chat.scroll_to_widget(view, animate=False, top=True)
+            # The page was just mounted: its heights are known only after the next
+            # layout, so scroll then (scrolling now would use stale geometry).
+            self.chat.call_after_refresh(self.chat.scroll_to_widget, view, animate=False, top=True)
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_export(self) -> None:

@@ -171,6 +171,9 @@ class ChatView(VerticalScroll, can_focus=True):
         await self.remove_children()
         self.has_older = has_older
         self._placeholder = None
+        # Follow the end from the start, also in an empty conversation: its first
+        # reply must scroll as it streams in.
+        self.anchor()
         if not messages:
             self._placeholder = Static(
                 Content("No messages yet. Type below and press Enter."), classes="empty"
