@@ -169,6 +169,16 @@ class Endpoint:
             transport=transport,
         )
 
+    models_not_found = False  # the last probe's /models answered 404
+
+    def _wrong_base_url(self, reason: str) -> str:
+        """404 from /models and from /chat/completions: the path is wrong, not the message."""
+        base = self.settings.base_url
+        return (
+            f"{reason} — wrong base URL? Both {base}/models and {base}/chat/completions "
+            "answered 404; set base_url to the API root (often ending in /v1)"
+        )
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -214,8 +224,10 @@ class Endpoint:
         except httpx.HTTPError as exc:  # e.g. a broken gzip body: something odd answered
             return ProbeResult("captive", f"unreadable answer to /models: {exc}")
         latency = time.monotonic() - started
+        self.models_not_found = response.status_code == 404
         if response.status_code in (404, 405):
-            # The server is there; it just has no /models (some local servers).
+            # The server is there; it may just have no /models (some local servers).
+            # If /chat/completions says 404 too, the base URL is wrong (see chat()).
             return ProbeResult("online", f"HTTP {response.status_code} for /models", latency)
         if response.status_code in AUTH_STATUS:
             reason, _ = _error_reason(response, response.content)
@@ -256,6 +268,8 @@ class Endpoint:
             ) as response:
                 return await self._read_reply(response, on_delta)
         except DeliveryError as exc:
+            if exc.status == 404 and self.models_not_found:
+                exc.reason = self._wrong_base_url(exc.reason)
             exc.reason = self._redact(exc.reason)
             exc.args = (exc.reason,)
             raise

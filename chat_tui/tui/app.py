@@ -90,6 +90,8 @@ class ChatApp(App[int]):
         self._engine_started = asyncio.Event()  # set once start-up has finished (or failed)
         self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
+        self._theme_ready = False
+        self._console_theme_pushed = False
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -119,6 +121,10 @@ class ChatApp(App[int]):
     # -- life cycle ----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        if self.settings.theme and self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        self._apply_look()
+        self._theme_ready = True  # from now on a theme change is the user's: save it
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
@@ -135,6 +141,39 @@ class ChatApp(App[int]):
         # Paint first, then load: the engine pulls in httpx and the database,
         # which the first frame does not need.
         self.call_after_refresh(self._begin_start)
+
+    def _apply_look(self) -> None:
+        """Markdown and code follow the app's theme (light code styles in light themes)."""
+        from .rendering import console_theme, look
+
+        look.dark = self.current_theme.dark
+        if self._console_theme_pushed:
+            self.console.pop_theme()
+        self.console.push_theme(console_theme(self.current_theme))
+        self._console_theme_pushed = True
+
+    def watch_theme(self, theme: str) -> None:
+        if not self._theme_ready:
+            return
+        self._apply_look()
+        with contextlib.suppress(NoMatches):
+            self.chat.restyle()
+        self._save_setting("theme", theme)
+
+    @work(group="save-settings", thread=True, exit_on_error=False)
+    def _save_setting(self, key: str, value: object) -> None:
+        """Write one setting to config.toml (comments and layout kept)."""
+        from ..config import ConfigError
+        from ..config_file import save_settings
+
+        try:
+            save_settings(self.settings.config_path, {key: value})
+        except ConfigError as exc:
+            self.call_from_thread(
+                self.notify, f"Not saved: {exc}", severity="warning", markup=False
+            )
+            return
+        self.settings = self.settings.replace(**{key: value})
 
     def _begin_start(self) -> None:
         # Its own task, so key presses and bindings keep flowing while it runs;
@@ -396,6 +435,7 @@ class ChatApp(App[int]):
             self._schedule_refresh()
         elif isinstance(event, ReplyStarted):
             await chat.stream_started(event.question)
+            self._schedule_refresh()
         elif isinstance(event, ReplyStored):
             await chat.stream_ended(event.question, event.reply)
             self._schedule_refresh()
@@ -420,6 +460,8 @@ class ChatApp(App[int]):
             return
         self.query_one(StatusLine).reach = message.state
         self.query_one(OfflineBanner).show_state(message.state, self.queued)
+        if message.state.state not in ("online", "unknown"):
+            self.run_worker(self.chat.drop_empty_streams(), group="streams", exit_on_error=False)
 
     def _schedule_refresh(self) -> None:
         """Coalesce bursts of changes into one sidebar/counter refresh."""
@@ -438,7 +480,11 @@ class ChatApp(App[int]):
             return  # closing, or a passing lock: the next change refreshes again
         if not self._widgets_alive():
             return
-        self.query_one(StatusLine).queued = self.queued
+        status = self.query_one(StatusLine)
+        # A message being answered is not waiting: only the rest counts as queued.
+        sending = min(self.engine.outbox.sending, self.queued)
+        status.sending = sending
+        status.queued = self.queued - sending
         if self.reach is not None:
             self.query_one(OfflineBanner).show_state(self.reach, self.queued)
         self.query_one(ConversationList).show(self.conversations, self._current_id)
@@ -518,6 +564,18 @@ class ChatApp(App[int]):
             if event.action == "retry":
                 await self.engine.outbox.retry(message.id)
                 self.notify(f"Message #{message.id} is queued again.", markup=False, timeout=3)
+            elif event.action == "cancel" and message.state == "sending":
+                # A request the server never answers: stop it (the outbox's stop
+                # path; without one, say why it cannot be cancelled yet).
+                stop = getattr(self.engine.outbox, "stop", None)
+                if stop is None or not await stop(message.id, "cancel"):
+                    self.notify(
+                        f"Message #{message.id} is being sent; it cannot be stopped now.",
+                        markup=False,
+                        timeout=4,
+                    )
+                    return
+                self.notify(f"Message #{message.id} stopped.", markup=False, timeout=3)
             elif event.action == "cancel":
                 await self.engine.outbox.cancel(message.id)
                 self.notify(

@@ -24,12 +24,13 @@ from textual.widgets import Static
 
 if TYPE_CHECKING:
     from rich.markdown import Markdown as RichMarkdown
+    from textual.timer import Timer
     from textual.widgets import Markdown
-    from textual.widgets.markdown import MarkdownStream
 
-from ...sanitize import sanitize
+from ...sanitize import StreamSanitizer, sanitize
 from ...store import Message
 from ..formatting import clock, message_status
+from ..rendering import hard_breaks, render_markdown, safe_split
 
 PAGE_SIZE = 40  # about 300 ms to mount on this 2-core machine; older pages load on scroll
 
@@ -57,7 +58,13 @@ class MessageView(Static):
     def __init__(self, message: Message) -> None:
         super().__init__(classes=f"{message.role} {message.state}", markup=False)
         self.message = message
+        self.blocked = False  # queued behind a failed message of the same conversation
         self.update(self._renderable())
+
+    def set_blocked(self, blocked: bool) -> None:
+        if blocked != self.blocked:
+            self.blocked = blocked
+            self.update(self._renderable())
 
     @property
     def header_text(self) -> str:
@@ -70,14 +77,14 @@ class MessageView(Static):
 
     def _body(self) -> Text | RichMarkdown:
         text = sanitize(self.message.content)
-        # Offline answers quote an earlier reply, so they render like one.
+        # Replies, the user's own messages and offline answers (which quote an
+        # earlier reply) all read as Markdown, through one renderer. Rich's
+        # Markdown, not Rich markup: "[bold]" stays literal; links show their
+        # target and are never opened.
+        if self.message.role == "user":
+            return render_markdown(hard_breaks(text))
         if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
-            # Rich's Markdown, not Rich markup: "[bold]" stays literal. Links
-            # show their target beside the text and are never opened. Imported
-            # here: the first frame of an empty window does not need it.
-            from rich.markdown import Markdown as RichMarkdown
-
-            return RichMarkdown(text, hyperlinks=False)
+            return render_markdown(text)
         return Text(text)
 
     def _header(self) -> str:
@@ -85,6 +92,8 @@ class MessageView(Static):
         when = clock(m.created_at)
         if m.role == "user":
             hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
+            if self.blocked:
+                hint = " · waiting for the failed message above"
             return f"You · {when} · {sanitize(message_status(m))}{hint}"
         if m.role == "assistant":
             model = m.meta.get("model")
@@ -99,37 +108,61 @@ class MessageView(Static):
 
 
 class StreamingReply(Vertical):
-    """An assistant reply while it streams; replaced by a MessageView once stored."""
+    """An assistant reply while it streams; replaced by a MessageView once stored.
+
+    Drawn with the same renderer as a stored reply, so nothing jumps when it
+    is swapped. Cost stays flat however long the reply grows: each complete
+    Markdown block (up to a blank line outside a code fence) is drawn once
+    into its own ``Static`` and kept; only the unfinished tail is redrawn, and
+    at most every ``REDRAW_INTERVAL`` seconds however fast the chunks come.
+    """
+
+    REDRAW_INTERVAL = 0.05
 
     DEFAULT_CSS = """
     StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
     StreamingReply > .header { height: 1; color: $accent; }
-    StreamingReply > Markdown { margin: 0; padding: 0; }
+    StreamingReply > .block { height: auto; }
     """
 
     def __init__(self, question: Message) -> None:
         super().__init__()
-        from textual.widgets import Markdown  # only a streaming reply pays for this import
-
         self.question = question
-        self.markdown = Markdown("", open_links=False)
-        self._stream: MarkdownStream | None = None
+        self.text = ""  # sanitized text received so far
         self.received = 0
+        self._sanitizer = StreamSanitizer()
+        self._frozen = 0  # text[:_frozen] is drawn in blocks that no longer change
+        self._tail = Static("", classes="block", markup=False)
+        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Content("Assistant · streaming…"), classes="header", markup=False)
-        yield self.markdown
+        yield self._tail
 
     async def write(self, text: str) -> None:
-        if self._stream is None:
-            self._stream = self.markdown.get_stream(self.markdown)
         self.received += len(text)
-        await self._stream.write(text)
+        self.text += self._sanitizer.feed(text)
+        if self._timer is None:
+            self._timer = self.set_timer(self.REDRAW_INTERVAL, self._redraw)
+
+    async def _redraw(self) -> None:
+        self._timer = None
+        split = safe_split(self.text, self._frozen)
+        if split > self._frozen:
+            block = Static(
+                render_markdown(self.text[self._frozen : split]), classes="block", markup=False
+            )
+            self._frozen = split
+            await self.mount(block, before=self._tail)
+        self._tail.update(render_markdown(self.text[self._frozen :]))
 
     async def stop(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            await stream.stop()
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.text += self._sanitizer.flush()
+        if self.is_attached:
+            await self._redraw()
 
 
 class ChatView(VerticalScroll, can_focus=True):
@@ -184,6 +217,7 @@ class ChatView(VerticalScroll, can_focus=True):
         for view in views:
             self._views[view.message.id] = view
         await self.mount_all(views)
+        self.mark_blocked()
         self.anchor()
         self.scroll_end(animate=False, immediate=True)
 
@@ -225,6 +259,7 @@ class ChatView(VerticalScroll, can_focus=True):
         view = self._views.get(message.id)
         if view is not None:
             view.update_message(message)
+            self.mark_blocked()
             return
         oldest = self.oldest_seq
         if oldest is not None and message.seq < oldest:
@@ -242,6 +277,7 @@ class ChatView(VerticalScroll, can_focus=True):
             await self.mount(view, before=stream)
         else:
             await self.mount(view, before=before)
+        self.mark_blocked()
         if before is None:
             await self._trim_oldest()
             self.scroll_end(animate=False)
@@ -283,10 +319,36 @@ class ChatView(VerticalScroll, can_focus=True):
         if live is not None:
             await live.remove()
 
+    async def drop_empty_streams(self) -> None:
+        """The endpoint went offline: a reply that has not sent a word will not come
+        on this connection, so its "streaming…" bubble goes (the question stays
+        queued and shows its own state)."""
+        for question_id, live in list(self._streams.items()):
+            if live.received == 0:
+                del self._streams[question_id]
+                await live.stop()
+                await live.remove()
+
+    def mark_blocked(self) -> None:
+        """Queued messages behind a failed or expired one say what they wait for."""
+        blocked = False
+        for view in sorted(self._views.values(), key=lambda v: v.message.seq):
+            message = view.message
+            if message.role != "user":
+                continue
+            view.set_blocked(blocked and message.state == "queued")
+            if message.state in ("failed", "expired"):
+                blocked = True
+
     async def _stop_streams(self) -> None:
         for live in self._streams.values():
             await live.stop()
         self._streams.clear()
+
+    def restyle(self) -> None:
+        """The theme changed: draw every shown message again (code colours follow it)."""
+        for view in self._views.values():
+            view.update_message(view.message)
 
     def view_for(self, message_id: int) -> MessageView | None:
         return self._views.get(message_id)
