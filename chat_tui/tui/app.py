@@ -129,6 +129,11 @@ class ChatApp(App[int]):
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
         self.composer.focus()
+        from ..config import missing_config_notice
+
+        notice = missing_config_notice()
+        if notice:
+            self.notify(notice, title="Config file", severity="warning", timeout=10, markup=False)
         if not self.settings.verify_tls:
             self.notify(
                 "TLS certificate verification is OFF (verify_tls = false): the "
@@ -639,6 +644,13 @@ class ChatApp(App[int]):
         if not answer or self.engine is None:
             return
         path = Path(answer.strip()).expanduser()
+        if path.exists():
+            overwrite = await self.push_screen_wait(
+                Confirm(f"{path} already exists. Replace it?", yes="Replace")
+            )
+            if not overwrite or self.engine is None:
+                self.notify("Not exported: the file is left as it was.", markup=False)
+                return
         fmt = "json" if path.suffix.lower() == ".json" else "md"
         messages = await self.engine.store.all_messages(self.current.id)
         try:
