@@ -97,3 +97,15 @@ def test_quoted_phrase_is_a_phrase_search(cli_env: CliEnv) -> None:
 def test_help_describes_every_argument(cli_env: CliEnv, verb: str, described: str) -> None:
     proc = cli_env.run(verb, "--help", check=True)
     assert described in " ".join(proc.stdout.split())
+
+
+def test_wrong_base_url_path_says_so_with_the_url_tried(
+    cli_env: CliEnv, fault_server: FaultServer
+) -> None:
+    wrong = fault_server.base_url.removesuffix("/v1") + "/api"  # the server answers 404 there
+    proc = cli_env.run("--base-url", wrong, "send", "--wait", "--timeout", "20", "hello")
+    assert proc.returncode == 4, proc.stderr
+    assert "wrong base URL" in proc.stderr
+    assert f"{wrong}/chat/completions" in proc.stderr and f"{wrong}/models" in proc.stderr
+    # The probe saw the 404 for /models too, and the status said online meanwhile.
+    assert [r.status for r in fault_server.requests if r.path.endswith("/models")][0] == 404
