@@ -108,4 +108,4 @@ def test_wrong_base_url_path_says_so_with_the_url_tried(
     assert "wrong base URL" in proc.stderr
     assert f"{wrong}/chat/completions" in proc.stderr and f"{wrong}/models" in proc.stderr
     # The probe saw the 404 for /models too, and the status said online meanwhile.
-    assert [r.status for r in fault_server.requests if r.path.endswith("/models")][0] == 404
+    assert next(r.status for r in fault_server.requests if r.path.endswith("/models")) == 404

@@ -46,7 +46,7 @@ from .messages import EngineEvent, ExternalChange, ReachabilityChanged
 from .screens.dialogs import Confirm, EditMessage, TextPrompt
 from .screens.queue import QueueScreen
 from .screens.search import SearchChoice, SearchScreen
-from .widgets.chat_view import PAGE_SIZE, ChatView
+from .widgets.chat_view import PAGE_SIZE, ChatView, MessageView
 from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
 from .widgets.status import OfflineBanner, StatusLine
@@ -536,6 +536,31 @@ class ChatApp(App[int]):
         self.engine.outbox.wake()
         await self._refresh_queue_and_sidebar()
 
+    # -- copy ----------------------------------------------------------------------------------
+
+    @on(ChatView.Copied)
+    def _copied(self, event: ChatView.Copied) -> None:
+        self._copy_text(event.text, event.what)
+
+    def _copy_text(self, text: str, what: str) -> None:
+        # OSC 52: reaches the local clipboard through SSH, and through tmux with
+        # `set -g set-clipboard on`.
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied {len(text)} characters ({what}).", markup=False, timeout=3)
+
+    def action_copy_last_reply(self) -> None:
+        replies = [v for v in self.chat.query(MessageView) if v.message.role == "assistant"]
+        if not replies:
+            self.notify("No reply to copy yet.", markup=False, timeout=3)
+            return
+        self._copy_text(replies[-1].message.content, "the last reply")
+
+    def action_focus_chat(self) -> None:
+        self.chat.focus()
+
+    def action_focus_composer(self) -> None:
+        self.composer.focus()
+
     # -- actions -------------------------------------------------------------------------------
 
     async def action_new_conversation(self) -> None:
@@ -766,6 +791,11 @@ class ChatApp(App[int]):
             "Export conversation",
             "Write this conversation to a Markdown or JSON file (F4)",
             self.action_export,
+        )
+        yield SystemCommand(
+            "Copy last reply",
+            "Put the newest reply on the clipboard (OSC 52: works over SSH and tmux)",
+            self.action_copy_last_reply,
         )
         yield SystemCommand(
             "Toggle sidebar",

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message as TextualMessage
@@ -166,12 +168,33 @@ class StreamingReply(Vertical):
 
 
 class ChatView(VerticalScroll, can_focus=True):
-    """The messages of the open conversation, oldest at the top."""
+    """The messages of the open conversation, oldest at the top.
+
+    With focus, one message is selected (Up/Down, or a click): ``y`` copies
+    it, ``c`` its code block (``2c`` the second one…).
+    """
 
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
+    ChatView MessageView.-selected { background: $boost; }
+    ChatView:focus MessageView.-selected { background: $accent 20%; }
     """
+
+    BINDINGS = [
+        Binding("up,k", "select(-1)", "Previous", show=False),
+        Binding("down,j", "select(1)", "Next", show=False),
+        Binding("y", "copy_message", "Copy"),
+        Binding("c", "copy_code", "Copy code"),
+        Binding("tab,escape", "app.focus_composer", "Composer", show=False),
+    ]
+
+    @dataclass
+    class Copied(TextualMessage):
+        """Text the user asked to copy (the app sends it to the clipboard)."""
+
+        text: str
+        what: str
 
     @dataclass
     class NeedOlder(TextualMessage):
@@ -191,6 +214,76 @@ class ChatView(VerticalScroll, can_focus=True):
         self.has_older = False
         self._loading_older = False
         self._placeholder: Static | None = None  # "No messages yet", while there are none
+        self.selected: MessageView | None = None
+        self._count = ""  # digits typed before ``c``: which code block
+
+    # -- selection and copy -------------------------------------------------------------------
+
+    def _ordered(self) -> list[MessageView]:
+        return [v for v in self.query(MessageView)]
+
+    def select(self, view: MessageView | None) -> None:
+        if self.selected is not None and self.selected is not view:
+            self.selected.remove_class("-selected")
+        self.selected = view
+        if view is not None:
+            view.add_class("-selected")
+            self.release_anchor()
+            self.scroll_to_widget(view, animate=False)
+
+    def on_focus(self) -> None:
+        if self.selected is None or not self.selected.is_attached:
+            ordered = self._ordered()
+            self.select(ordered[-1] if ordered else None)
+
+    def action_select(self, delta: int) -> None:
+        ordered = self._ordered()
+        if not ordered:
+            return
+        if self.selected in ordered:
+            index = ordered.index(self.selected) + delta
+        else:
+            index = len(ordered) - 1
+        self.select(ordered[max(0, min(index, len(ordered) - 1))])
+        if index >= len(ordered) - 1 and delta > 0:
+            self.anchor()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.character is not None and event.character.isdigit():
+            self._count = (self._count + event.character)[-3:]
+            event.stop()
+            event.prevent_default()
+        elif event.key not in ("c",):
+            self._count = ""
+
+    def action_copy_message(self) -> None:
+        if self.selected is None:
+            return
+        self.post_message(self.Copied(self.selected.message.content, "the message"))
+
+    def action_copy_code(self) -> None:
+        from ..copying import code_blocks
+
+        count, self._count = self._count, ""
+        if self.selected is None:
+            return
+        blocks = code_blocks(self.selected.message.content)
+        if not blocks:
+            self.notify("This message has no code block.", markup=False, timeout=3)
+            return
+        n = int(count) if count else 1
+        if not 1 <= n <= len(blocks):
+            self.notify(f"This message has {len(blocks)} code block(s).", markup=False, timeout=3)
+            return
+        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
+        self.post_message(self.Copied(blocks[n - 1], what))
+
+    def on_click(self, event: events.Click) -> None:
+        widget = event.widget
+        while widget is not None and not isinstance(widget, MessageView) and widget is not self:
+            widget = widget.parent  # type: ignore[assignment]
+        if isinstance(widget, MessageView):
+            self.select(widget)
 
     # -- whole-conversation loads ---------------------------------------------------------
 

@@ -46,6 +46,11 @@ class Composer(TextArea):
         self.in_flight = 0  # length of the leading text already submitted, not yet queued
 
     async def _on_key(self, event: events.Key) -> None:
+        if event.key == "tab":  # to the messages: select one, y copies it
+            event.prevent_default()
+            event.stop()
+            await self.app.run_action("focus_chat")
+            return
         if event.key == "enter":
             event.prevent_default()
             event.stop()
