@@ -184,3 +184,31 @@ def test_one_burst_of_keys_sends_the_first_line_once_and_keeps_the_rest(
         db.close()
     assert users == ["line1"]
     assert drafts == ["line2"]
+
+
+@pytest.mark.parametrize("mode", ["bell", "osc", "off"])
+async def test_a_reply_landing_while_the_window_is_unfocused_is_announced(
+    server: FaultServer, tmp_path: Path, mode: str
+) -> None:
+    from textual import events
+
+    app = ChatApp(make_settings(server, tmp_path, notify=mode))
+    rings: list[str] = []
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        app.bell = lambda: rings.append("bell")  # type: ignore[method-assign]
+        assert app._driver is not None
+        write = app._driver.write
+        app._driver.write = lambda data: (  # type: ignore[method-assign]
+            rings.append("osc") if data.startswith("\x1b]9;") else None,
+            write(data),
+        )
+        await pilot.press(*"seen", "enter")
+        await wait_until(pilot, lambda: len(views(app)) == 2)
+        assert rings == []  # focused and at the end: nothing to announce
+        app.post_message(events.AppBlur())
+        await pilot.pause()
+        await pilot.press(*"unseen", "enter")
+        await wait_until(pilot, lambda: len(views(app)) == 4)
+        await pilot.pause(0.1)
+        assert rings == ([] if mode == "off" else [mode])

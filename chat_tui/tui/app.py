@@ -91,6 +91,7 @@ class ChatApp(App[int]):
         self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
         self._theme_ready = False
+        self._window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
         self._console_theme_pushed = False
 
     # -- layout --------------------------------------------------------------------------------
@@ -444,6 +445,7 @@ class ChatApp(App[int]):
         elif isinstance(event, ReplyStored):
             await chat.stream_ended(event.question, event.reply)
             self._schedule_refresh()
+            self._tell_reply_landed(event.reply)
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
 
@@ -535,6 +537,32 @@ class ChatApp(App[int]):
             await self.chat.upsert(message)
         self.engine.outbox.wake()
         await self._refresh_queue_and_sidebar()
+
+    # -- notice when a reply lands ---------------------------------------------------------------
+
+    def on_app_blur(self) -> None:
+        self._window_focused = False
+
+    def on_app_focus(self) -> None:
+        self._window_focused = True
+
+    def _tell_reply_landed(self, reply: Message) -> None:
+        """A reply arrived where the user cannot see it (the terminal is not focused,
+        another conversation is open, or they scrolled up): ring, or notify (OSC 9)."""
+        mode = self.settings.notify
+        if mode == "off":
+            return
+        seen = (
+            self._window_focused
+            and reply.conversation_id == self._current_id
+            and self.chat.following
+        )
+        if seen:
+            return
+        if mode == "bell":
+            self.bell()
+        elif mode == "osc" and self._driver is not None:
+            self._driver.write("\x1b]9;chat-tui: a reply arrived\x07")
 
     # -- copy ----------------------------------------------------------------------------------
 

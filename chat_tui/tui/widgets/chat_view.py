@@ -438,6 +438,13 @@ class ChatView(VerticalScroll, can_focus=True):
             await live.stop()
         self._streams.clear()
 
+    @property
+    def following(self) -> bool:
+        """Is the view kept at the newest message (anchored, not scrolled away)?"""
+        # Textual keeps "the user scrolled away" in a private flag; the end of the
+        # scroll range alone is stale right after a mount, before layout.
+        return (self.is_anchored and not self._anchor_released) or self.is_vertical_scroll_end
+
     def restyle(self) -> None:
         """The theme changed: draw every shown message again (code colours follow it)."""
         for view in self._views.values():
