@@ -245,6 +245,28 @@ class Endpoint:
             latency,
         )
 
+    async def list_models(self, timeout: float = 5.0) -> list[str]:
+        """The model ids ``GET /models`` lists (for the settings screen's picker).
+        Raises ``DeliveryError`` if the answer is not a model list."""
+        try:
+            response = await self._client.get("models", timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise UnreachableError(
+                _transport_reason(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+            ) from None
+        if response.status_code != 200:
+            raise classify_status(response, response.content)
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            raise TransientError("the answer to /models was not JSON") from None
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise TransientError("the answer to /models has no model list")
+        return sorted(
+            {sanitize(str(m["id"])) for m in items if isinstance(m, dict) and m.get("id")}
+        )
+
     # -- chat ------------------------------------------------------------------
 
     async def chat(

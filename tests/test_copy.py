@@ -59,6 +59,7 @@ async def test_click_selects_a_message(server: FaultServer, tmp_path: Path) -> N
     app = ChatApp(make_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
+        await pilot.pause(0.2)  # let the layout settle before aiming
         await pilot.click(views(app)[0], offset=(5, 1))
         await pilot.pause()
         chat = app.query_one(ChatView)

@@ -16,16 +16,18 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import Footer, OptionList
+from textual.widgets import Footer, OptionList, Static
 from textual.worker import Worker, WorkerState
 
 from ..config import Settings
@@ -42,6 +44,7 @@ from ..store import Conversation, Message, Store, StoreError, opened
 
 if TYPE_CHECKING:
     from ..engine import Engine
+from ..sanitize import sanitize
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
 from .screens.dialogs import Confirm, EditMessage, TextPrompt
 from .screens.queue import QueueScreen
@@ -50,6 +53,7 @@ from .widgets.chat_view import PAGE_SIZE, ChatView, MessageView
 from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
 from .widgets.status import OfflineBanner, StatusLine
+from .widgets.welcome import welcome_text
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +64,41 @@ EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
 class ChatApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "chat-tui"
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+    NARROW = 100  # below this many columns the sidebar is hidden and overlays when shown
     BINDINGS = [
-        Binding("ctrl+n", "new_conversation", "New"),
-        Binding("ctrl+r", "retry_now", "Retry now"),
-        Binding("ctrl+o", "queue", "Queue"),
-        Binding("ctrl+f", "search", "Search"),
-        Binding("f4", "export", "Export", show=False),
-        Binding("f2", "rename", "Rename"),
-        Binding("f8", "delete", "Delete"),
-        Binding("ctrl+b", "toggle_sidebar", "Sidebar"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+n", "new_conversation", "New"),
+        Binding("ctrl+o", "queue", "Queue", tooltip="The queue: retry, edit, cancel"),
+        Binding("ctrl+f", "search", "Search", tooltip="Search every conversation"),
+        Binding("f3", "settings", "Settings", tooltip="Endpoint, model, theme…"),
+        Binding("f1", "help", "Keys", tooltip="This list of keys"),
+        Binding(
+            "ctrl+r",
+            "retry_now",
+            "Retry now",
+            show=False,
+            tooltip="Check the endpoint and send queued messages now",
+        ),
+        Binding(
+            "f4",
+            "export",
+            "Export",
+            show=False,
+            tooltip="Export the conversation (Markdown or JSON)",
+        ),
+        Binding("f2", "rename", "Rename", show=False, tooltip="Rename the conversation"),
+        Binding("f8", "delete", "Delete", show=False, tooltip="Delete the conversation"),
+        Binding(
+            "ctrl+b",
+            "toggle_sidebar",
+            "Sidebar",
+            show=False,
+            tooltip="Show or hide the conversation list",
+        ),
+        Binding(
+            "ctrl+p", "command_palette", "Palette", show=False, tooltip="Every action, by name"
+        ),
     ]
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
@@ -91,6 +120,7 @@ class ChatApp(App[int]):
         self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
         self._theme_ready = False
+        self._sidebar_wanted: bool | None = None  # None: follow the terminal's width
         self._window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
         self._console_theme_pushed = False
 
@@ -100,6 +130,7 @@ class ChatApp(App[int]):
         with Horizontal(id="body"):
             yield ConversationList(id="sidebar")
             with Vertical(id="main"):
+                yield Static(Content("new conversation"), id="header", markup=False)
                 yield OfflineBanner()
                 yield ChatView(id="chat")
                 yield Composer(id="composer")
@@ -109,7 +140,7 @@ class ChatApp(App[int]):
             tls_off=not self.settings.verify_tls,
             id="status-line",  # a cheap liveness probe in _widgets_alive
         )
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def chat(self) -> ChatView:
@@ -319,7 +350,8 @@ class ChatApp(App[int]):
         conversation = await store.get_conversation(conversation_id) if conversation_id else None
         self.current = conversation
         if conversation is None:
-            await self.chat.show_conversation(None, [], has_older=False)
+            welcome = None if self.conversations else welcome_text(self.settings)
+            await self.chat.show_conversation(None, [], has_older=False, welcome=welcome)
         else:
             if at_seq is None:
                 page = await store.messages_page(conversation.id, limit=PAGE_SIZE)
@@ -341,6 +373,17 @@ class ChatApp(App[int]):
         self.composer.move_cursor(self.composer.document.end)
         self.query_one(ConversationList).show(self.conversations, self._current_id)
         self.sub_title = conversation.title if conversation else "new conversation"
+        self._update_header()
+
+    def _update_header(self) -> None:
+        """The header line: the conversation's title and its model."""
+        title = sanitize(self.current.title) if self.current else "New conversation"
+        self.query_one("#header", Static).update(
+            Content.assemble(
+                (title or "(untitled)", "bold"),
+                ("  ·  " + sanitize(self._model_for(self.current)), "$text-muted"),
+            )
+        )
 
     @property
     def _current_id(self) -> int | None:
@@ -391,6 +434,7 @@ class ChatApp(App[int]):
             self.current = await self.engine.store.get_conversation(message.conversation_id)
             self.chat.conversation_id = message.conversation_id
             self.sub_title = self.current.title if self.current else ""
+            self._update_header()
             await self.chat.upsert(message)
         if result.duplicate:
             self.notify(
@@ -583,6 +627,20 @@ class ChatApp(App[int]):
             return
         self._copy_text(replies[-1].message.content, "the last reply")
 
+    def action_scroll_chat(self, where: str) -> None:
+        chat = self.chat
+        if where == "page_up":
+            chat.release_anchor()
+            chat.scroll_page_up(animate=False)
+        elif where == "page_down":
+            chat.scroll_page_down(animate=False)
+        elif where == "home":
+            chat.release_anchor()
+            chat.scroll_home(animate=False)
+        else:
+            chat.scroll_end(animate=False)
+            chat.anchor()
+
     def action_focus_chat(self) -> None:
         self.chat.focus()
 
@@ -715,7 +773,165 @@ class ChatApp(App[int]):
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(ConversationList)
-        sidebar.display = not sidebar.display
+        self._sidebar_wanted = not sidebar.display
+        self._place_sidebar()
+        if sidebar.display and sidebar.has_class("-overlay"):
+            sidebar.focus()
+        elif not sidebar.display and self.focused is None:
+            self.composer.focus()
+
+    def on_resize(self) -> None:
+        self._place_sidebar()
+
+    def _place_sidebar(self) -> None:
+        """Wide: the list sits beside the chat. Narrow: hidden unless asked for, and
+        then it overlays the chat instead of squeezing it."""
+        sidebar = self.query_one(ConversationList)
+        narrow = self.size.width < self.NARROW
+        wanted = self._sidebar_wanted if self._sidebar_wanted is not None else not narrow
+        sidebar.set_class(narrow, "-overlay")
+        sidebar.display = wanted
+        if not wanted and self.focused is sidebar:
+            self.composer.focus()
+
+    @on(OptionList.OptionSelected, "#sidebar")
+    def _close_overlay_sidebar(self) -> None:
+        sidebar = self.query_one(ConversationList)
+        if sidebar.has_class("-overlay"):
+            self._sidebar_wanted = False
+            self._place_sidebar()
+
+    def on_key(self, event: events.Key) -> None:
+        """Printable keys typed while the list or the chat has focus go to the composer."""
+        focused = self.focused
+        if (
+            event.is_printable
+            and event.character
+            and isinstance(focused, ConversationList | ChatView)
+            # the widget's own keys (y, c, j, k in the chat) stay its own
+            and event.key not in focused._bindings.key_to_bindings
+            and isinstance(self.screen, Screen)
+            and not isinstance(self.screen, ModalScreen)
+        ):
+            event.stop()
+            event.prevent_default()
+            self.composer.focus()
+            self.composer.insert(event.character)
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen, binding_rows
+        from .screens.queue import QueueScreen as Queue
+
+        composer_keys = [
+            Binding("enter", "", "Send the message"),
+            Binding("ctrl+j", "", "New line"),
+            Binding("tab", "", "Go to the messages (select one to copy it)"),
+            Binding("pageup,pagedown", "", "Scroll the chat"),
+            Binding("ctrl+home,ctrl+end", "", "First / newest message"),
+        ]
+        sections = [
+            ("Everywhere", self.BINDINGS),
+            ("Writing", composer_keys),
+            ("Messages (after Tab)", ChatView.BINDINGS),
+            ("Queue (Ctrl+O)", Queue.BINDINGS),
+        ]
+        self.push_screen(HelpScreen(binding_rows(self, sections)))
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_settings(self) -> None:
+        from .screens.settings import SettingsScreen
+
+        cached = self._cached_models()
+        screen = SettingsScreen(self.settings, sorted(self.available_themes), self.theme, cached)
+        self._fetch_models(screen)
+        change = await self.push_screen_wait(screen)
+        if change is None or not change.values:
+            return
+        await self._apply_settings(change.values)
+
+    def _models_cache(self) -> Path:
+        return self.settings.data_dir / "models.json"
+
+    def _cached_models(self) -> list[str]:
+        import json
+
+        try:
+            data = json.loads(self._models_cache().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        models = data.get(self.settings.base_url) if isinstance(data, dict) else None
+        return [str(m) for m in models] if isinstance(models, list) else []
+
+    @work(group="models", exclusive=True, exit_on_error=False)
+    async def _fetch_models(self, screen: Screen) -> None:
+        """Ask the endpoint for its models; show them and keep them for offline use."""
+        import json
+
+        from ..endpoint import DeliveryError
+
+        if not await self._engine_ready() or self.engine is None:
+            return
+        try:
+            models = await self.engine.endpoint.list_models()
+        except DeliveryError as exc:
+            log.info("model list not available: %s", exc)
+            return
+        if screen.is_attached:
+            screen.show_models(models)  # type: ignore[attr-defined]
+        path = self._models_cache()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            if not isinstance(data, dict):
+                data = {}
+            data[self.settings.base_url] = models
+            path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            log.info("model list not cached: %s", exc)
+
+    async def _apply_settings(self, values: dict[str, object]) -> None:
+        """Save to config.toml (comments kept), then use the new values now."""
+        from ..config import ConfigError
+        from ..config_file import save_settings
+
+        try:
+            await asyncio.to_thread(save_settings, self.settings.config_path, values)
+        except ConfigError as exc:
+            self.notify(f"Settings not saved: {exc}", severity="error", markup=False)
+            return
+        theme = values.pop("theme", None)
+        self.settings = self.settings.replace(**values)
+        if theme is not None:
+            self._theme_ready = False  # already saved with the rest
+            self.theme = str(theme)
+            self._apply_look()
+            self.chat.restyle()
+            self._theme_ready = True
+        if {"base_url", "model", "system_prompt"} & values.keys():
+            await self._reopen_engine()
+        self.notify("Settings saved.", markup=False, timeout=3)
+
+    async def _reopen_engine(self) -> None:
+        """A new endpoint or model: close the engine (leases released) and open it
+        again with the new settings; queued messages go to the new endpoint."""
+        from ..engine import Engine
+
+        await self._save_draft_now()
+        old, self.engine = self.engine, None
+        if old is not None:
+            await old.close()
+        self.engine = await Engine.open(
+            self.settings,
+            listener=self._engine_listener,
+            on_reachability=self._reachability_listener,
+        )
+        self.engine.start_watching()
+        self.engine.start_delivery()
+        status = self.query_one(StatusLine)
+        status.endpoint = self.settings.base_url
+        status.set_model(self._model_for(self.current))
+        self._update_header()
+        self.chat.set_welcome(None if self.conversations else welcome_text(self.settings))
+        await self._refresh_queue_and_sidebar()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_rename(self) -> None:
@@ -727,6 +943,7 @@ class ChatApp(App[int]):
             await self.engine.store.rename_conversation(self.current.id, title)
             self.current = await self.engine.store.get_conversation(self.current.id)
             self.sub_title = title.strip()
+            self._update_header()
             await self._refresh_queue_and_sidebar()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
@@ -764,6 +981,7 @@ class ChatApp(App[int]):
         )
         self.current = await self.engine.store.get_conversation(self.current.id)
         self.query_one(StatusLine).set_model(self._model_for(self.current))
+        self._update_header()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_set_system_prompt(self) -> None:
@@ -820,6 +1038,10 @@ class ChatApp(App[int]):
             "Write this conversation to a Markdown or JSON file (F4)",
             self.action_export,
         )
+        yield SystemCommand(
+            "Settings", "Endpoint, model, system prompt, theme (F3)", self.action_settings
+        )
+        yield SystemCommand("Keys", "Every key (F1)", self.action_help)
         yield SystemCommand(
             "Copy last reply",
             "Put the newest reply on the clipboard (OSC 52: works over SSH and tmux)",

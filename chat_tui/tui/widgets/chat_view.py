@@ -177,6 +177,9 @@ class ChatView(VerticalScroll, can_focus=True):
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
+    ChatView > .welcome {
+        margin: 1 2; padding: 1 2; border: round $accent; height: auto; max-width: 76;
+    }
     ChatView MessageView.-selected { background: $boost; }
     ChatView:focus MessageView.-selected { background: $accent 20%; }
     """
@@ -287,8 +290,18 @@ class ChatView(VerticalScroll, can_focus=True):
 
     # -- whole-conversation loads ---------------------------------------------------------
 
+    def set_welcome(self, welcome: Content | None) -> None:
+        """Refresh the empty-conversation text (e.g. the endpoint changed)."""
+        if self._placeholder is not None and welcome is not None:
+            self._placeholder.update(welcome)
+
     async def show_conversation(
-        self, conversation_id: int | None, messages: list[Message], *, has_older: bool
+        self,
+        conversation_id: int | None,
+        messages: list[Message],
+        *,
+        has_older: bool,
+        welcome: Content | None = None,
     ) -> None:
         """Replace what is shown with ``messages`` (the newest page)."""
         await self._stop_streams()
@@ -302,7 +315,8 @@ class ChatView(VerticalScroll, can_focus=True):
         self.anchor()
         if not messages:
             self._placeholder = Static(
-                Content("No messages yet. Type below and press Enter."), classes="empty"
+                welcome or Content("No messages yet. Type below and press Enter."),
+                classes="welcome" if welcome else "empty",
             )
             await self.mount(self._placeholder)
             return

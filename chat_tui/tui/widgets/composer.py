@@ -22,6 +22,12 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 NEWLINE_KEYS = ("ctrl+j", "shift+enter")
+CHAT_SCROLL_KEYS = {
+    "pageup": "scroll_chat('page_up')",
+    "pagedown": "scroll_chat('page_down')",
+    "ctrl+home": "scroll_chat('home')",
+    "ctrl+end": "scroll_chat('end')",
+}
 
 
 class Composer(TextArea):
@@ -50,6 +56,11 @@ class Composer(TextArea):
             event.prevent_default()
             event.stop()
             await self.app.run_action("focus_chat")
+            return
+        if event.key in CHAT_SCROLL_KEYS:  # the chat scrolls while the cursor stays here
+            event.prevent_default()
+            event.stop()
+            await self.app.run_action(CHAT_SCROLL_KEYS[event.key])
             return
         if event.key == "enter":
             event.prevent_default()

@@ -12,11 +12,23 @@ from ...sanitize import sanitize
 from ...store import Conversation
 from ..formatting import clock
 
+TITLE_WIDTH = 28  # the list is 32 wide: padding, scrollbar and border take the rest
+
+
+def ellipsis(text: str, width: int) -> str:
+    """One line, cut with an ellipsis rather than wrapped."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
 
 class ConversationList(OptionList):
     DEFAULT_CSS = """
     ConversationList {
         width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2;
+    }
+    ConversationList.-overlay {
+        dock: left; layer: overlay; height: 100%; border-right: thick $primary;
+        background: $surface;
     }
     """
 
@@ -25,7 +37,9 @@ class ConversationList(OptionList):
         options = [
             Option(
                 Content.assemble(
-                    (sanitize(c.title) or "(untitled)")[:40], "\n", (clock(c.updated_at), "dim")
+                    ellipsis(sanitize(c.title) or "(untitled)", TITLE_WIDTH),
+                    "\n",
+                    (clock(c.updated_at), "dim"),
                 ),
                 id=str(c.id),
             )

@@ -75,7 +75,8 @@ class OfflineBanner(Static):
 
     DEFAULT_CSS = """
     OfflineBanner {
-        height: auto; padding: 0 1; background: $error 30%; color: $text; display: none;
+        height: auto; max-height: 2; padding: 0 1; background: $error 30%; color: $text;
+        display: none; text-wrap: nowrap; text-overflow: ellipsis;
     }
     OfflineBanner.-captive { background: $warning 30%; }
     OfflineBanner.-visible { display: block; }
