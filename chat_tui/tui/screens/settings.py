@@ -37,6 +37,7 @@ class SettingsScreen(ModalScreen[SettingsChange | None]):
         padding: 0 2; border: thick $primary; background: $surface;
     }
     SettingsScreen Label { width: 100%; margin-top: 1; color: $text-muted; }
+    SettingsScreen Input, SettingsScreen Select { background: $boost; }
     SettingsScreen .title { text-style: bold; color: $text; margin-top: 0; }
     SettingsScreen #models { height: auto; max-height: 6; border: none; }
     SettingsScreen .paths { color: $text-muted; height: auto; margin-top: 1; }
@@ -60,19 +61,27 @@ class SettingsScreen(ModalScreen[SettingsChange | None]):
         with VerticalScroll():
             yield Label(Content("Settings — saved to config.toml"), classes="title")
             yield Label(Content("Endpoint URL (the part before /chat/completions)"))
-            yield Input(s.base_url, id="base_url")
+            yield Input(s.base_url, id="base_url", compact=True)
             yield Label(Content("Model (pick one below, or type any name)"))
-            yield Input(s.model, id="model")
+            yield Input(s.model, id="model", compact=True)
             yield OptionList(*self._model_options(), id="models")
             yield Label(Content("System prompt for new conversations (empty: none)"))
-            yield Input(s.system_prompt, id="system_prompt")
+            yield Input(s.system_prompt, id="system_prompt", compact=True)
             yield Label(Content("Theme"))
             yield Select(
-                [(t, t) for t in self.themes], value=self.theme, allow_blank=False, id="theme"
+                [(t, t) for t in self.themes],
+                value=self.theme,
+                allow_blank=False,
+                id="theme",
+                compact=True,
             )
             yield Label(Content("When a reply lands unseen"))
             yield Select(
-                [(n, n) for n in NOTIFY_CHOICES], value=s.notify, allow_blank=False, id="notify"
+                [(n, n) for n in NOTIFY_CHOICES],
+                value=s.notify,
+                allow_blank=False,
+                id="notify",
+                compact=True,
             )
             yield Static(
                 Content(f"config: {s.config_path}\ndata:   {s.db_path}\nlog:    {s.log_path}"),

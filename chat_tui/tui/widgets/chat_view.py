@@ -178,7 +178,7 @@ class ChatView(VerticalScroll, can_focus=True):
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
     ChatView > .welcome {
-        margin: 1 2; padding: 1 2; border: round $accent; height: auto; max-width: 76;
+        margin: 1 2 0 2; padding: 0 2; border: round $accent; height: auto; max-width: 76;
     }
     ChatView MessageView.-selected { background: $boost; }
     ChatView:focus MessageView.-selected { background: $accent 20%; }
