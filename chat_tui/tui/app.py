@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DRAFT_SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
 EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
+DELTA_BATCH = 0.03  # seconds of streamed chunks gathered into one UI message
 
 
 class ChatApp(App[int]):
@@ -120,6 +121,8 @@ class ChatApp(App[int]):
         self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
         self._theme_ready = False
+        self._pending_deltas: dict[int, tuple[Message, list[str]]] = {}
+        self._delta_flush: asyncio.TimerHandle | None = None
         self._sidebar_wanted: bool | None = None  # None: follow the terminal's width
         self._window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
         self._console_theme_pushed = False
@@ -333,7 +336,28 @@ class ChatApp(App[int]):
         super().exit(*args, **kwargs)  # type: ignore[arg-type]
 
     def _engine_listener(self, event: OutboxEvent) -> None:
+        # Chunks of a streaming reply come hundreds a second; they are gathered for
+        # DELTA_BATCH seconds and posted as one, so the message queue is not the cost.
+        if isinstance(event, ReplyDelta):
+            batch = self._pending_deltas.get(event.question.id)
+            if batch is None:
+                self._pending_deltas[event.question.id] = (event.question, [event.text])
+            else:
+                batch[1].append(event.text)
+            if self._delta_flush is None:
+                loop = asyncio.get_running_loop()
+                self._delta_flush = loop.call_later(DELTA_BATCH, self._flush_deltas)
+            return
+        self._flush_deltas()  # whatever streamed before this event is shown before it
         self.post_message(EngineEvent(event))
+
+    def _flush_deltas(self) -> None:
+        if self._delta_flush is not None:
+            self._delta_flush.cancel()
+            self._delta_flush = None
+        pending, self._pending_deltas = self._pending_deltas, {}
+        for question, texts in pending.values():
+            self.post_message(EngineEvent(ReplyDelta(question, "".join(texts))))
 
     def _reachability_listener(self, state: ReachabilityState) -> None:
         self.post_message(ReachabilityChanged(state))

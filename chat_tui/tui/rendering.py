@@ -109,3 +109,37 @@ def console_theme(theme: Theme) -> RichTheme:
             "markdown.h1.border": Style(color=theme.primary),
         }
     )
+
+
+class CachedRender:
+    """A Rich renderable drawn once per width, then replayed from its segments.
+
+    Textual asks a widget for its lines again on every layout and scroll; for a
+    Markdown message that meant parsing and laying out the Markdown again each
+    time (most of the CPU while a long reply streamed). The text of a shown
+    message does not change, so its lines are kept until the width does.
+    """
+
+    def __init__(self, renderable: Any) -> None:
+        self.renderable = renderable
+        self._width: int | None = None
+        self._lines: list[list[Any]] = []
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.segment import Segment
+
+        width = options.max_width
+        if width != self._width:
+            self._lines = console.render_lines(
+                self.renderable, options.update(height=None), pad=False
+            )
+            self._width = width
+        new_line = Segment.line()
+        for line in self._lines:
+            yield from line
+            yield new_line
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement
+
+        return Measurement.get(console, options, self.renderable)

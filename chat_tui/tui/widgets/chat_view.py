@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 from ...sanitize import StreamSanitizer, sanitize
 from ...store import Message
 from ..formatting import clock, message_status
-from ..rendering import hard_breaks, render_markdown, safe_split
+from ..rendering import CachedRender, hard_breaks, render_markdown, safe_split
 
 PAGE_SIZE = 40  # about 300 ms to mount on this 2-core machine; older pages load on scroll
 
@@ -72,10 +72,10 @@ class MessageView(Static):
     def header_text(self) -> str:
         return self._header()
 
-    def _renderable(self) -> Group:
+    def _renderable(self) -> CachedRender:
         m = self.message
         style = "yellow" if m.role == "notice" else self.HEADER_STYLES.get(m.state, "dim")
-        return Group(Text(self._header(), style=style), self._body())
+        return CachedRender(Group(Text(self._header(), style=style), self._body()))
 
     def _body(self) -> Text | RichMarkdown:
         text = sanitize(self.message.content)
@@ -119,7 +119,12 @@ class StreamingReply(Vertical):
     at most every ``REDRAW_INTERVAL`` seconds however fast the chunks come.
     """
 
-    REDRAW_INTERVAL = 0.05
+    # 10 redraws a second read as smooth text; each costs a layout and a frame of
+    # the whole chat (it scrolls), so more would only burn CPU.
+    REDRAW_INTERVAL = 0.1
+    # Complete blocks are frozen in pieces of at least this many characters: fewer
+    # widgets to lay out, and the redrawn tail stays small.
+    FREEZE_AT = 1500
 
     DEFAULT_CSS = """
     StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
@@ -132,6 +137,7 @@ class StreamingReply(Vertical):
         self.question = question
         self.text = ""  # sanitized text received so far
         self.received = 0
+        self.drawn = 0  # characters of ``text`` handed to the screen so far
         self._sanitizer = StreamSanitizer()
         self._frozen = 0  # text[:_frozen] is drawn in blocks that no longer change
         self._tail = Static("", classes="block", markup=False)
@@ -150,13 +156,17 @@ class StreamingReply(Vertical):
     async def _redraw(self) -> None:
         self._timer = None
         split = safe_split(self.text, self._frozen)
-        if split > self._frozen:
+        if split - self._frozen >= self.FREEZE_AT:
             block = Static(
-                render_markdown(self.text[self._frozen : split]), classes="block", markup=False
+                CachedRender(render_markdown(self.text[self._frozen : split])),
+                classes="block",
+                markup=False,
             )
             self._frozen = split
             await self.mount(block, before=self._tail)
-        self._tail.update(render_markdown(self.text[self._frozen :]))
+        # Cached: Textual measures the height, then draws; one Markdown render serves both.
+        self._tail.update(CachedRender(render_markdown(self.text[self._frozen :])))
+        self.drawn = len(self.text)
 
     async def stop(self) -> None:
         if self._timer is not None:
