@@ -20,7 +20,15 @@ from pathlib import Path
 from ._common import PYTHON, REPO_ROOT, Result, busy_warning, print_table
 
 # Startup first: it is the most sensitive to a machine still busy with the others.
-BENCHMARKS = ("startup", "open_conversation", "enqueue", "flush", "reconnect", "search")
+BENCHMARKS = (
+    "startup",
+    "open_conversation",
+    "long_reply",
+    "enqueue",
+    "flush",
+    "reconnect",
+    "search",
+)
 OPTIONAL = ("answers_lookup",)  # written by someone else; run when present
 NO_RUN = 3  # _collect's exit status for a module without run()
 

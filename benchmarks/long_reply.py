@@ -108,7 +108,7 @@ def _app_class():
         def _whole_reply_drawn(self) -> bool:
             chat = self.query_one(ChatView)
             for live in chat._streams.values():
-                if live.drawn >= len(self.expected):
+                if getattr(live, "drawn", -1) >= len(self.expected):
                     return True
             return any(
                 v.message.role == "assistant" and v.message.content == self.expected

@@ -57,10 +57,13 @@ class MessageView(Static):
 
     HEADER_STYLES = {"queued": "yellow", "sending": "yellow", "failed": "red", "expired": "red"}
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, message: Message, *, drawn: list[CachedRender] | None = None) -> None:
         super().__init__(classes=f"{message.role} {message.state}", markup=False)
         self.message = message
         self.blocked = False  # queued behind a failed message of the same conversation
+        # A reply that was just streamed arrives with its Markdown already drawn, in
+        # the pieces the stream drew (a 30 KB reply takes half a second to draw again).
+        self._drawn = drawn
         self.update(self._renderable())
 
     def set_blocked(self, blocked: bool) -> None:
@@ -86,6 +89,8 @@ class MessageView(Static):
         if self.message.role == "user":
             return render_markdown(hard_breaks(text))
         if self.message.role == "assistant" or self.message.meta.get("kind") == "offline_answer":
+            if self._drawn:
+                return Group(*joined(self._drawn))
             return render_markdown(text)
         return Text(text)
 
@@ -102,11 +107,23 @@ class MessageView(Static):
             return f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else "")
         return sanitize(str(m.meta.get("label") or f"Note · {when}"))
 
-    def update_message(self, message: Message) -> None:
+    def update_message(self, message: Message, *, redraw: bool = False) -> None:
         """Show a new state (and new text, if it was edited) without remounting."""
+        if redraw or message.content != self.message.content:
+            self._drawn = None
         self.message = message
         self.set_classes(f"{message.role} {message.state}")
         self.update(self._renderable())
+
+
+def joined(pieces: list[CachedRender]) -> list[object]:
+    """Markdown drawn in pieces, with the blank line a whole render puts between blocks."""
+    out: list[object] = []
+    for i, piece in enumerate(pieces):
+        if i:
+            out.append(Text(""))
+        out.append(piece)
+    return out
 
 
 class StreamingReply(Vertical):
@@ -130,6 +147,7 @@ class StreamingReply(Vertical):
     StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
     StreamingReply > .header { height: 1; color: $accent; }
     StreamingReply > .block { height: auto; }
+    StreamingReply > .frozen { margin-bottom: 1; }
     """
 
     def __init__(self, question: Message) -> None:
@@ -138,6 +156,8 @@ class StreamingReply(Vertical):
         self.text = ""  # sanitized text received so far
         self.received = 0
         self.drawn = 0  # characters of ``text`` handed to the screen so far
+        self.pieces: list[CachedRender] = []  # the frozen blocks, drawn once
+        self._tail_piece: CachedRender | None = None
         self._sanitizer = StreamSanitizer()
         self._frozen = 0  # text[:_frozen] is drawn in blocks that no longer change
         self._tail = Static("", classes="block", markup=False)
@@ -157,15 +177,14 @@ class StreamingReply(Vertical):
         self._timer = None
         split = safe_split(self.text, self._frozen)
         if split - self._frozen >= self.FREEZE_AT:
-            block = Static(
-                CachedRender(render_markdown(self.text[self._frozen : split])),
-                classes="block",
-                markup=False,
-            )
+            piece = CachedRender(render_markdown(self.text[self._frozen : split]))
+            self.pieces.append(piece)
+            block = Static(piece, classes="block frozen", markup=False)
             self._frozen = split
             await self.mount(block, before=self._tail)
         # Cached: Textual measures the height, then draws; one Markdown render serves both.
-        self._tail.update(CachedRender(render_markdown(self.text[self._frozen :])))
+        self._tail_piece = CachedRender(render_markdown(self.text[self._frozen :]))
+        self._tail.update(self._tail_piece)
         self.drawn = len(self.text)
 
     async def stop(self) -> None:
@@ -175,6 +194,13 @@ class StreamingReply(Vertical):
         self.text += self._sanitizer.flush()
         if self.is_attached:
             await self._redraw()
+
+    def drawn_pieces(self, content: str) -> list[CachedRender] | None:
+        """The Markdown as drawn, if it is exactly the stored reply's ``content``."""
+        if self._tail_piece is None or self.text != sanitize(content):
+            return None
+        tail = [self._tail_piece] if self.text[self._frozen :].strip() else []
+        return [*self.pieces, *tail]
 
 
 class ChatView(VerticalScroll, can_focus=True):
@@ -369,7 +395,7 @@ class ChatView(VerticalScroll, can_focus=True):
 
     # -- single-message updates --------------------------------------------------------------
 
-    async def upsert(self, message: Message) -> None:
+    async def upsert(self, message: Message, *, drawn: list[CachedRender] | None = None) -> None:
         """Show a new message, or a new state of one already shown."""
         if message.conversation_id != self.conversation_id:
             return
@@ -384,7 +410,7 @@ class ChatView(VerticalScroll, can_focus=True):
         if self._placeholder is not None:
             placeholder, self._placeholder = self._placeholder, None
             await placeholder.remove()
-        view = MessageView(message)
+        view = MessageView(message, drawn=drawn)
         self._views[message.id] = view
         # Keep seq order: mount before the first view with a larger seq.
         after = [v for v in self._views.values() if v.message.seq > message.seq and v.is_attached]
@@ -432,7 +458,8 @@ class ChatView(VerticalScroll, can_focus=True):
         if live is not None:
             await live.stop()
         if reply is not None:
-            await self.upsert(reply)
+            drawn = live.drawn_pieces(reply.content) if live is not None else None
+            await self.upsert(reply, drawn=drawn)
         if live is not None:
             await live.remove()
 
@@ -472,7 +499,7 @@ class ChatView(VerticalScroll, can_focus=True):
     def restyle(self) -> None:
         """The theme changed: draw every shown message again (code colours follow it)."""
         for view in self._views.values():
-            view.update_message(view.message)
+            view.update_message(view.message, redraw=True)
 
     def view_for(self, message_id: int) -> MessageView | None:
         return self._views.get(message_id)
