@@ -39,9 +39,7 @@ def _left_aligned_markdown() -> type:
         from rich.markdown import Heading, Markdown
 
         class LeftHeading(Heading):
-            def __rich_console__(self, console: Any, options: Any) -> Any:
-                self.text.justify = "left"
-                yield from super().__rich_console__(console, options)
+            LEVEL_ALIGN = dict.fromkeys(("h1", "h2", "h3", "h4", "h5", "h6"), "left")
 
         class ChatMarkdown(Markdown):
             elements = {**Markdown.elements, "heading_open": LeftHeading}
