@@ -208,6 +208,35 @@ async def _search(pilot, app: ChatApp, server: FaultServer) -> None:
     )
 
 
+async def _seed_kitchen(data: Path) -> None:
+    await seed(
+        data / "chat.db",
+        "Kitchen notes",
+        [
+            (
+                "How long should I boil an egg for a runny yolk?",
+                "About **6 minutes** from boiling water, then straight into cold water.",
+            )
+        ],
+    )
+
+
+async def _offline_answer(pilot, app: ChatApp, server: FaultServer) -> None:
+    await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "offline")
+    await pilot.press("ctrl+n", *"how long do I boil an egg for a runny yolk", "enter")
+    await wait_until(pilot, lambda: any(v.message.role == "notice" for v in app.query(MessageView)))
+
+
+async def _failed(pilot, app: ChatApp, server: FaultServer) -> None:
+    await wait_until(pilot, lambda: online(app))
+    await pilot.press(*"Hello, are you there?", "enter")
+    await wait_until(
+        pilot, lambda: any(v.message.state == "failed" for v in app.query(MessageView))
+    )
+    await pilot.press(*"One more thing…", "enter")
+    await wait_until(pilot, lambda: len(list(app.query(MessageView))) == 2)
+
+
 SCENES = {
     scene.name: scene
     for scene in [
@@ -233,6 +262,18 @@ SCENES = {
         Scene("settings", _settings),
         Scene("help", _help),
         Scene("search", _search, seed=_seed_trip),
+        Scene("offline-answer", _offline_answer, seed=_seed_kitchen, server_down=True),
+        Scene(
+            "failed-message-with-reason",
+            _failed,
+            faults=[
+                Fault(
+                    kind="status",
+                    status=404,
+                    body='{"error": {"message": "model \\"llama9\\" not found, try pulling it"}}',
+                )
+            ],
+        ),
     ]
 }
 
