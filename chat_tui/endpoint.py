@@ -1,6 +1,6 @@
 """The OpenAI-compatible chat-completions client (httpx), and what its failures mean.
 
-Every failure is classified once, here, as DESIGN.md step 5 says:
+Every failure is classified once, here, as docs/architecture.md step 5 says:
 
 * ``UnreachableError``: nothing answered (connect failed, DNS, a captive
   portal). The endpoint is offline; waiting costs the message no attempt.

@@ -2,7 +2,7 @@
 
 There is no other path. The TUI, ``chat-tui send``/``sync`` and the tests all
 drive this class, online or not; offline is only a state in which claiming
-waits. See DESIGN.md "One path for every message" for the contract.
+waits. See docs/architecture.md "One path for every message" for the contract.
 
 The engine does I/O and reports what happened through one ``listener``
 callback with small event objects; it never touches a widget.

@@ -1,6 +1,6 @@
 """SQLite storage through aiosqlite: schema, migrations, and every query.
 
-Durability decisions (see DESIGN.md, "One path for every message"):
+Durability decisions (see docs/architecture.md, "One path for every message"):
 
 * WAL with ``synchronous=FULL``: a laptop losing power is a power loss, and a
   message the UI shows as queued must survive it.

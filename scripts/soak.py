@@ -539,7 +539,7 @@ def stop_everything(
 ) -> list[str]:
     """The clean way out: senders get SIGTERM (leases released), then the server stops.
 
-    SIGTERM must end a sender cleanly (DESIGN.md, "Terminal life"); returns
+    SIGTERM must end a sender cleanly (docs/architecture.md, "Process model"); returns
     what did not.
     """
     problems: list[str] = []

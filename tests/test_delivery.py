@@ -1,6 +1,6 @@
 """End-to-end delivery: the real engine, a real SQLite file, a real loopback server.
 
-These are the acceptance tests of DESIGN.md "One path for every message":
+These are the acceptance tests of docs/architecture.md "One path for every message":
 order and context, outages, every transient fault, permanent failures, auth
 pauses, attempt bounds, restarts during backoff and untrusted reply text.
 """

@@ -1,7 +1,7 @@
 """The endpoint client against a real loopback server that fails on command.
 
 Each failure the network or a provider can produce must land in the right
-class (DESIGN.md step 5), because the class decides whether a message is
+class (docs/architecture.md step 5), because the class decides whether a message is
 retried, failed, or whether delivery pauses.
 """
 

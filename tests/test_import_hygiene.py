@@ -1,4 +1,4 @@
-"""The headless core never imports textual or rich (DESIGN.md "Layout")."""
+"""The headless core never imports textual or rich (docs/architecture.md, "Process model")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Several real processes sharing one database; processes that die mid-stream.
 
 The leases in the outbox are what make "any number of processes share the
-database; only the lease holder sends" (DESIGN.md step 2) true. These tests
+database; only the lease holder sends" (docs/architecture.md step 2) true. These tests
 run `python -m chat_tui sync` processes against the loopback fault server and
 check, at the server and in the database, that every message went out exactly
 once and in order.

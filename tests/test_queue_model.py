@@ -1,7 +1,7 @@
 """A model-based test of the outbox: random sequences of Store operations on a
 real SQLite file, checked against a small in-memory model after every step.
 
-The model is the contract of DESIGN.md steps 1-8 in a few dicts: which message
+The model is the contract of docs/architecture.md steps 1-8 in a few dicts: which message
 a claim must return, what each transition does, which states exist. Leases are
 driven with an explicit clock (``now``), so expiry is exercised without
 waiting.

@@ -302,7 +302,7 @@ class ChatApp(App[int]):
             log.warning("text typed during start-up not saved: %s", exc)
 
     def _hand_off(self, waiting: int) -> None:
-        """Queued messages keep going out after the window closes (DESIGN: Terminal life)."""
+        """Queued messages keep going out after the window closes (docs/architecture.md)."""
         from ..handoff import spawn
 
         try:
