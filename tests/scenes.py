@@ -191,6 +191,10 @@ async def _settings(pilot, app: ChatApp, server: FaultServer) -> None:
     await pilot.press("f3")
     await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
     await wait_until(pilot, lambda: bool(app.screen.models))  # type: ignore[attr-defined]
+    from textual.widgets import Input
+
+    for field in app.screen.query(Input):
+        field.cursor_blink = False
 
 
 async def _help(pilot, app: ChatApp, server: FaultServer) -> None:
