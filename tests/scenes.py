@@ -193,8 +193,8 @@ async def _settings(pilot, app: ChatApp, server: FaultServer) -> None:
     await wait_until(pilot, lambda: bool(app.screen.models))  # type: ignore[attr-defined]
     from textual.widgets import Input
 
-    for field in app.screen.query(Input):
-        field.cursor_blink = False
+    for entry in app.screen.query(Input):
+        entry.cursor_blink = False
 
 
 async def _help(pilot, app: ChatApp, server: FaultServer) -> None:

@@ -311,3 +311,31 @@ async def test_code_follows_a_light_theme_no_black_boxes(
             assert bg is None or bg.name != "black", segment
             if bg is not None and bg.triplet is not None:
                 assert sum(bg.triplet) > 3 * 128, segment  # a light background
+
+
+async def test_cancel_in_the_queue_on_a_message_being_sent(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A request the server never answers: `c` in the queue stops it through the
+    outbox's stop path when the engine has one; otherwise it says why it cannot."""
+    server.push(Fault("hang", seconds=20))
+    app = ChatApp(make_settings(server, tmp_path, read_timeout=30.0))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await pilot.press(*"never answered", "enter")
+        await wait_until(pilot, lambda: [v.message.state for v in views(app)] == ["sending"])
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen))
+        await pilot.pause(0.2)
+        await pilot.press("c")
+        assert app.engine is not None
+        if hasattr(app.engine.outbox, "stop"):
+            await wait_until(pilot, lambda: views(app)[0].message.state != "sending")
+            assert views(app)[0].message.state in ("cancelled", "queued")
+            await wait_until(pilot, lambda: not list(app.query(StreamingReply)))
+        else:
+            await wait_until(
+                pilot,
+                lambda: any("cannot be stopped now" in n.message for n in app._notifications),
+            )
+            assert views(app)[0].message.state == "sending"
