@@ -168,7 +168,7 @@ class ChatApp(App[int]):
 
         notice = missing_config_notice()
         if notice:
-            self.notify(notice, title="Config file", severity="warning", timeout=10, markup=False)
+            self.notify(notice, title="Config file", severity="warning", timeout=6, markup=False)
         if not self.settings.verify_tls:
             self.notify(
                 "TLS certificate verification is OFF (verify_tls = false): the "
