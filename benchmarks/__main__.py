@@ -28,6 +28,7 @@ BENCHMARKS = (
     "flush",
     "reconnect",
     "search",
+    "netfaults",
 )
 OPTIONAL = ("answers_lookup",)  # written by someone else; run when present
 NO_RUN = 3  # _collect's exit status for a module without run()

@@ -204,6 +204,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK  # another hand-off process is already delivering
 
     async def run() -> int:
+        from .store import StoreReplaced
+
         engine = await _open_engine(settings)
         async with engine:
             await _wait_first_probe(engine, settings.connect_timeout + 1)
@@ -216,7 +218,14 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                 return EXIT_OK
             until_empty = args.until_empty
             try:
-                await asyncio.wait_for(engine.outbox.run(until_empty=until_empty), args.timeout)
+                await asyncio.wait_for(engine.run_delivery(until_empty=until_empty), args.timeout)
+            except StoreReplaced as exc:
+                saved = await engine.rescue_unsent()
+                where = (
+                    f"; {len(saved)} unsent message(s) kept in {saved[0].parent}" if saved else ""
+                )
+                print(f"chat-tui: {exc}; delivery stopped{where}", file=sys.stderr)
+                return EXIT_ERROR
             except TimeoutError:
                 left = await engine.store.pending_count()
                 print(f"chat-tui: timed out with {left} still queued", file=sys.stderr)

@@ -40,6 +40,7 @@ class Settings:
     stream: bool = True  # false for servers without SSE streaming
     connect_timeout: float = 5.0  # a dead link fails in seconds…
     read_timeout: float = 120.0  # …a slow model may think for a minute between tokens
+    stall_timeout: float = 30.0  # a stream that was flowing and then went silent this long is cut
     max_reply_chars: int = 1_000_000  # replies beyond this are cut and labelled
     max_reply_seconds: float = 900.0  # a stream that never ends is cut after this
     verify_tls: bool = True
@@ -173,6 +174,7 @@ def _validate(settings: Settings) -> Settings:
     for name in (
         "connect_timeout",
         "read_timeout",
+        "stall_timeout",
         "lease_seconds",
         "backoff_base",
         "probe_cap",

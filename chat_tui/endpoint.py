@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +36,20 @@ from .backoff import parse_retry_after
 from .config import Settings
 from .sanitize import StreamSanitizer, sanitize
 
+log = logging.getLogger(__name__)
+
 TRANSIENT_STATUS = {408, 409, 425, 429}
+# Dead-link detection (see `Endpoint.chat`): after this many seconds without a byte, the
+# endpoint is checked on a new connection, then again every LINK_CHECK_EVERY seconds.
+LINK_CHECK_AFTER = 3.0
+LINK_CHECK_EVERY = 5.0
+LINK_CHECK_TIMEOUT = 3.0
+# TCP keepalive: a connection whose path died fails by itself after about
+# KEEPALIVE_IDLE + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL seconds (25 s), even while
+# the request waits for a slow model (the peer's kernel answers the probes).
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
 AUTH_STATUS = {401, 403}
 CAP_MARKER = "\n\n[chat-tui: reply cut at {limit} — {why}]"
 
@@ -59,10 +75,14 @@ class TransientError(DeliveryError):
         status: int | None = None,
         retry_after: float | None = None,
         network: bool = False,
+        transport: bool = False,
     ) -> None:
         super().__init__(reason, status=status)
         self.retry_after = retry_after
-        self.network = network  # the connection itself failed: the link may be down
+        self.network = network or transport  # the connection failed: the link may be down
+        # The transport itself broke (reset, cut, dead link): the network's doing, not the
+        # request's, so it costs the message no attempt (DESIGN "Bounds").
+        self.transport = transport
 
 
 class UnreachableError(TransientError):
@@ -147,15 +167,89 @@ def classify_status(response: httpx.Response, body: bytes) -> DeliveryError:
     return PermanentError(reason, status=status)
 
 
+def keepalive_options() -> list[tuple[int, int, int]]:
+    """Socket options for TCP keepalive (and a user timeout for unacknowledged data),
+    where the platform has them."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPALIVE", KEEPALIVE_IDLE),  # macOS spells the idle time this way
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        # Data sent into a dead path (a request on a stale pooled connection) is
+        # retransmitted for minutes by default; give up with the keepalive instead.
+        ("TCP_USER_TIMEOUT", (KEEPALIVE_IDLE + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL) * 1000),
+    ):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+def proxy_for(url: str, environ: dict[str, str] | None = None) -> str | None:
+    """The proxy (from HTTP(S)_PROXY/ALL_PROXY, minus NO_PROXY) a request to ``url`` goes
+    through, as httpx itself would pick it; None for a direct connection."""
+    parsed = httpx.URL(url)
+    if environ is None:
+        proxies = urllib.request.getproxies_environment()
+        bypass = urllib.request.proxy_bypass_environment(parsed.host)
+    else:  # tests pass their own environment
+        proxies = {k.lower()[: -len("_proxy")]: v for k, v in environ.items() if v}
+        proxies = {k: v for k, v in proxies.items() if k in ("http", "https", "all", "no")}
+        bypass = urllib.request.proxy_bypass_environment(parsed.host, proxies)
+    if bypass:
+        return None
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+@dataclass
+class _Activity:
+    """When bytes last arrived for a request, and whether its reply had begun flowing."""
+
+    last: float
+    flowing: bool = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
 class Endpoint:
-    """One httpx.AsyncClient for the life of the process."""
+    """One httpx.AsyncClient at a time for the life of the process.
+
+    The client is made anew (its pool of kept-alive connections dropped) when
+    the link was found dead or the local address changed: a pooled connection
+    from before such a change is not trusted with the next request.
+    """
 
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
+        self._transport = transport
+        self.proxy = None if transport is not None else proxy_for(settings.base_url)
+        self._client = self._make_client()
+        self._retired: set[asyncio.Task[None]] = set()
+        self._resolved: dict[tuple[str, int], list[str]] = {}  # first hop → its addresses
+        self._pooled = False  # a response came on this client: it may hold kept-alive connections
+        self._users: dict[httpx.AsyncClient, int] = {}  # client → requests running on it
+        self._retiring: set[httpx.AsyncClient] = set()  # dropped, closed when its last is done
+        self.pool_drops = 0  # counted for the tests and benchmarks
+
+    def _make_client(self) -> httpx.AsyncClient:
+        settings = self.settings
         headers = {"User-Agent": f"chat-tui/{__version__}"}
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"
-        self._client = httpx.AsyncClient(
+        transport = self._transport
+        if transport is None:
+            # Our own transport, for the keepalive socket options. httpx ignores
+            # the proxy environment when given a transport, so pass the proxy here.
+            transport = httpx.AsyncHTTPTransport(
+                verify=settings.verify_tls,
+                proxy=self.proxy,
+                socket_options=keepalive_options(),
+            )
+        return httpx.AsyncClient(
             base_url=settings.base_url + "/",
             headers=headers,
             timeout=httpx.Timeout(
@@ -179,8 +273,54 @@ class Endpoint:
             "answered 404; set base_url to the API root (often ending in /v1)"
         )
 
+    def drop_connections(self, why: str, *, abort: bool = False) -> None:
+        """Stop trusting the pooled connections: the next request connects afresh.
+
+        Requests still running on the old connections go on (each has its own
+        watchdog), unless ``abort``: after a change of the local address they are
+        dead for sure, and fail now as a transport error (no attempt charged).
+        The old client is closed once its last request is done.
+        """
+        if self._transport is not None:
+            return  # a test's own transport: nothing pooled of ours to drop
+        if not self._pooled:
+            return  # nothing answered since the last drop: no connection to distrust
+        self._pooled = False
+        old, self._client = self._client, self._make_client()
+        self.pool_drops += 1
+        log.info("dropped pooled connections: %s", why)
+        if abort or not self._users.get(old):
+            self._close_later(old)
+        else:
+            self._retiring.add(old)
+
+    def _close_later(self, client: httpx.AsyncClient) -> None:
+        self._retiring.discard(client)
+        self._users.pop(client, None)
+        task = asyncio.get_running_loop().create_task(client.aclose())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[httpx.AsyncClient]:
+        """The current client, counted as in use for the length of one request."""
+        client = self._client
+        self._users[client] = self._users.get(client, 0) + 1
+        try:
+            yield client
+        finally:
+            left = self._users.get(client, 1) - 1
+            if client in self._users:
+                self._users[client] = left
+            if client in self._retiring and left <= 0:
+                self._close_later(client)
+
     async def aclose(self) -> None:
+        for client in list(self._retiring):
+            self._close_later(client)
         await self._client.aclose()
+        if self._retired:
+            await asyncio.gather(*self._retired, return_exceptions=True)
 
     # -- reachability ----------------------------------------------------------
 
@@ -189,23 +329,109 @@ class Endpoint:
         key = self.settings.api_key
         return text.replace(key, "[redacted]") if key and key in text else text
 
+    def first_hop(self) -> tuple[str, int, bool]:
+        """Where a new connection goes first: the proxy if there is one, else the endpoint
+        (host, port, is_proxy)."""
+        url = httpx.URL(self.proxy or self.settings.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return url.host, port, self.proxy is not None
+
     async def can_connect(self, timeout: float = 1.0) -> bool:
-        """Does anything accept a TCP connection at the endpoint's host and port?
+        """Does anything accept a TCP connection at the endpoint's host and port
+        (or at the proxy's, when requests go through one)?
 
         Far cheaper than an HTTP probe (no request, no TLS), so it can run every
         second while offline and spot the endpoint's return quickly.
         """
-        url = httpx.URL(self.settings.base_url)
-        port = url.port or (443 if url.scheme == "https" else 80)
+        return (await self.check_link(timeout))[0]
+
+    async def _resolve(self, host: str, port: int, timeout: float) -> tuple[list[str], str]:
+        """The addresses of ``host``, or ([], why the lookup failed)."""
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(url.host, port)
-        except (OSError, TimeoutError, ValueError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError:
+            return [], f"looking up {host} timed out (DNS)"
+        except OSError as exc:
+            return [], f"cannot resolve {host} (DNS: {exc.strerror or exc})"
+        return list(dict.fromkeys(str(info[4][0]) for info in infos)), ""
+
+    async def check_link(self, timeout: float = LINK_CHECK_TIMEOUT) -> tuple[bool, str]:
+        """Connect anew to the first hop; (True, "") or (False, why in plain words)."""
+        host, port, via_proxy = self.first_hop()
+        what = f"the proxy {host}:{port}" if via_proxy else f"{host}:{port}"
+        started = time.monotonic()
+        # While a request runs, the name was resolved a moment ago: a slow DNS
+        # server must not make a healthy link look dead, so use what it said then.
+        addresses = self._resolved.get((host, port), [])
+        if not addresses:
+            addresses, why = await self._resolve(host, port, timeout)
+            if not addresses:
+                return False, why
+            self._resolved[(host, port)] = addresses
+        tried = ", ".join(addresses[:3])
+        why = ""
+        for address in addresses[:3]:  # e.g. ::1 then 127.0.0.1 for "localhost"
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                why = why or "timed out"
+                break
+            try:
+                async with asyncio.timeout(left):
+                    _, writer = await asyncio.open_connection(address, port)
+            except TimeoutError:
+                why = "timed out"
+                break
+            except (OSError, ValueError) as exc:
+                why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True, ""
+        self._resolved.pop((host, port), None)  # the name may point elsewhere now
+        if why == "timed out":
+            return False, f"connecting to {what} timed out (tried {tried})"
+        return False, f"cannot connect to {what}: {why} (tried {tried})"
+
+    async def local_address(self) -> str | None:
+        """The local address new connections to the first hop leave from (None if
+        there is no route). A UDP "connect" sends nothing; it only asks the routing table."""
+        host, port, _ = self.first_hop()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(1.0):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (OSError, TimeoutError):
+            return None
+        family, _, _, _, address = infos[0]
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            return str(sock.getsockname()[0])
+        return None
+
+    async def explain(self, exc: httpx.TransportError) -> str:
+        """A connect failure in plain words, naming the proxy, DNS or the addresses tried.
+
+        Only a name lookup is added (no second connection): while offline the
+        number of connection attempts stays what the probe schedule allows.
+        """
+        reason = _transport_reason(exc)
+        host, port, via_proxy = self.first_hop()
+        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return self._via_proxy(reason)
+        addresses, why = await self._resolve(host, port, 2.0)
+        if not addresses:
+            return f"{why} (through the proxy)" if via_proxy else why
+        what = f"the proxy {host}:{port}" if via_proxy else f"{host}:{port}"
+        return f"{reason} — {what}, tried {', '.join(addresses[:3])}"
+
+    def _via_proxy(self, reason: str) -> str:
+        if self.proxy is None:
+            return reason
+        host, port, _ = self.first_hop()
+        return f"{reason} (through the proxy {host}:{port})"
 
     async def probe(self, timeout: float = 5.0) -> ProbeResult:
         """``GET /models``: is the API itself answering?"""
@@ -220,9 +446,10 @@ class Endpoint:
                 timeout=httpx.Timeout(min(self.settings.connect_timeout, timeout), read=timeout),
             )
         except httpx.TransportError as exc:
-            return ProbeResult("offline", _transport_reason(exc))
+            return ProbeResult("offline", await self.explain(exc))
         except httpx.HTTPError as exc:  # e.g. a broken gzip body: something odd answered
             return ProbeResult("captive", f"unreadable answer to /models: {exc}")
+        self._pooled = True
         latency = time.monotonic() - started
         self.models_not_found = response.status_code == 404
         if response.status_code in (404, 405):
@@ -277,7 +504,65 @@ class Endpoint:
         idempotency_key: str,
         on_delta: DeltaCallback | None = None,
     ) -> Reply:
-        """Send one chat request; return the whole reply or raise a DeliveryError."""
+        """Send one chat request; return the whole reply or raise a DeliveryError.
+
+        While it runs, a watchdog looks after the link: after LINK_CHECK_AFTER
+        seconds without a byte it connects anew to the endpoint (or proxy); if
+        that fails, the link is down and the request is given up at once
+        (``UnreachableError``: no attempt charged) instead of after the read
+        timeout. A stream that was flowing and then stays silent for
+        ``stall_timeout`` is cut (the wait for the first token is not: a model
+        may read a long prompt for minutes while its endpoint answers).
+        """
+        activity = _Activity(time.monotonic())
+        request = asyncio.ensure_future(
+            self._chat(messages, model, idempotency_key, on_delta, activity)
+        )
+        try:
+            return await self._watch(request, activity)
+        finally:
+            if not request.done():
+                request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+
+    async def _watch(self, request: asyncio.Future[Reply], activity: _Activity) -> Reply:
+        stall = self.settings.stall_timeout
+        next_check = 0.0
+        while True:
+            await asyncio.wait([request], timeout=0.5)
+            if request.done():
+                return request.result()
+            now = time.monotonic()
+            silent = now - activity.last
+            if activity.flowing and silent >= stall:
+                raise TransientError(
+                    f"the stream stalled: nothing arrived for {silent:.0f} s (stall_timeout)",
+                    network=True,
+                )
+            if silent < LINK_CHECK_AFTER or now < next_check:
+                continue
+            next_check = now + LINK_CHECK_EVERY
+            timeout = min(self.settings.connect_timeout, LINK_CHECK_TIMEOUT)
+            check = asyncio.ensure_future(self.check_link(timeout))
+            await asyncio.wait([request, check], return_when=asyncio.FIRST_COMPLETED)
+            if request.done():
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+                return request.result()
+            ok, why = await check
+            if not ok and activity.last < now:  # still nothing since the check began
+                log.info("link check failed after %.1f s of silence: %s", silent, why)
+                self.drop_connections(f"link check failed: {why}")
+                raise UnreachableError(f"the link is down: {self._redact(why)}")
+
+    async def _chat(
+        self,
+        messages: list[dict[str, str]],
+        model: str,
+        idempotency_key: str,
+        on_delta: DeltaCallback | None,
+        activity: _Activity,
+    ) -> Reply:
         body: dict[str, Any] = {"model": model, "messages": messages}
         if self.settings.stream:
             body["stream"] = True
@@ -285,10 +570,13 @@ class Endpoint:
         if self.settings.stream:
             headers["Accept"] = "text/event-stream"
         try:
-            async with self._client.stream(
-                "POST", "chat/completions", json=body, headers=headers
-            ) as response:
-                return await self._read_reply(response, on_delta)
+            with self._using() as client:
+                async with client.stream(
+                    "POST", "chat/completions", json=body, headers=headers
+                ) as response:
+                    self._pooled = True
+                    activity.touch()
+                    return await self._read_reply(response, on_delta, activity)
         except DeliveryError as exc:
             if exc.status == 404 and self.models_not_found:
                 exc.reason = self._wrong_base_url(exc.reason)
@@ -296,26 +584,32 @@ class Endpoint:
             exc.args = (exc.reason,)
             raise
         except httpx.TransportError as exc:
-            reason = _transport_reason(exc)
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise UnreachableError(reason) from None
-            raise TransientError(reason, network=True) from None
+                raise UnreachableError(self._redact(await self.explain(exc))) from None
+            reason = self._via_proxy(_transport_reason(exc))
+            if isinstance(exc, httpx.ReadTimeout):
+                # The server kept silent past read_timeout while the link checks
+                # passed: the server's doing, so it costs an attempt.
+                raise TransientError(reason, network=True) from None
+            raise TransientError(reason, transport=True) from None
         except httpx.HTTPError as exc:  # e.g. DecodingError on a broken gzip body
             raise TransientError(f"bad response: {exc}") from None
 
-    async def _read_reply(self, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
+    async def _read_reply(
+        self, response: httpx.Response, on_delta: DeltaCallback | None, activity: _Activity
+    ) -> Reply:
         if not 200 <= response.status_code < 300:
             body = await _read_capped(response, 64 * 1024)
             raise classify_status(response, body)
         ctype = response.headers.get("content-type", "")
         if "text/event-stream" in ctype:
-            return await self._read_stream(response, on_delta)
+            return await self._read_stream(response, on_delta, activity)
         if "json" in ctype:
             limit = self.settings.max_reply_chars * 4 + 64 * 1024
             seconds = self.settings.max_reply_seconds
             try:  # a body that never ends (or drips) must not hold the sender forever
                 async with asyncio.timeout(seconds):
-                    body = await _read_capped(response, limit)
+                    body = await _read_capped(response, limit, activity)
             except TimeoutError:
                 raise TransientError(
                     f"the reply did not finish within {seconds:g} s (max_reply_seconds)"
@@ -369,7 +663,9 @@ class Endpoint:
             self._cap(text, f"still streaming after {seconds:.0f} s"), "length", model, True
         )
 
-    async def _read_stream(self, response: httpx.Response, on_delta: DeltaCallback | None) -> Reply:
+    async def _read_stream(
+        self, response: httpx.Response, on_delta: DeltaCallback | None, activity: _Activity
+    ) -> Reply:
         from httpx_sse import EventSource, SSEError
 
         limit = self.settings.max_reply_chars
@@ -382,6 +678,7 @@ class Endpoint:
 
         async def emit(raw: str) -> None:
             nonlocal size
+            activity.flowing = True  # from the first token on, silence is a stall
             clean = cleaner.feed(raw)
             if clean:
                 parts.append(clean)
@@ -391,7 +688,7 @@ class Endpoint:
                     if result is not None:
                         await result
 
-        guard = _GuardedStream(response, deadline, 8 * limit + 64 * 1024)
+        guard = _GuardedStream(response, deadline, 8 * limit + 64 * 1024, activity)
         events = EventSource(guard).aiter_sse()  # type: ignore[arg-type]
         try:
             async for event in events:
@@ -451,8 +748,11 @@ class _GuardedStream:
     ends an event, only comments): memory would grow, or time run, unbounded.
     """
 
-    def __init__(self, response: httpx.Response, deadline: float, max_pending: int) -> None:
+    def __init__(
+        self, response: httpx.Response, deadline: float, max_pending: int, activity: _Activity
+    ) -> None:
         self._response = response
+        self._activity = activity
         self.headers = response.headers
         self.deadline = deadline
         self.max_pending = max_pending
@@ -460,6 +760,7 @@ class _GuardedStream:
 
     async def aiter_text(self) -> AsyncIterator[str]:
         async for text in self._response.aiter_text():
+            self._activity.touch()
             self.pending += len(text)
             if self.pending > self.max_pending:
                 raise TransientError(
@@ -480,11 +781,15 @@ async def _drain(events: AsyncIterator[object], *, most: int = 16, seconds: floa
                 await anext(events)
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+async def _read_capped(
+    response: httpx.Response, limit: int, activity: _Activity | None = None
+) -> bytes:
     """Read at most ``limit`` bytes of a body: a hostile server can't exhaust memory."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
+        if activity is not None:
+            activity.touch()
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
@@ -506,4 +811,7 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect: {detail}"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError) and not str(exc):
+        # No words from the OS: a reset, or keepalive probes left unanswered.
+        return f"the connection broke ({detail})"
     return f"network error: {detail}"

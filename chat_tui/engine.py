@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Settings
 from .endpoint import Endpoint
 from .outbox import Listener, MessageChanged, Outbox, OutboxEvent, ReplyStored
 from .reachability import Reachability, ReachabilityState
-from .store import Message, PastQuestion, Store
+from .store import Message, PastQuestion, Store, StoreError, StoreReplaced
 
 if TYPE_CHECKING:
     from .answers import AnswerIndex
+
+log = logging.getLogger(__name__)
+
+RESTART_FIRST = 0.5  # seconds before a sender that died is started again, doubling…
+RESTART_CAP = 10.0  # …up to this
 
 
 class Engine:
@@ -124,9 +131,44 @@ class Engine:
 
     def start_delivery(self) -> asyncio.Task[None]:
         """Start the sender; it runs until `close()`."""
-        task = asyncio.create_task(self.outbox.run(), name="outbox")
+        task = asyncio.create_task(self.run_delivery(), name="outbox")
         self._tasks.append(task)
         return task
+
+    async def run_delivery(self, *, until_empty: bool = False) -> None:
+        """Run the sender under a supervisor: the loop catches every error itself, and
+        if it still ends with one, it is logged, shown, and started again (with a
+        growing pause), so delivery never stops until the process does."""
+        delay = RESTART_FIRST
+        restarts = 0
+        while True:
+            try:
+                await self.outbox.run(until_empty=until_empty)
+                return
+            except StoreReplaced:
+                raise  # a restart would write to the same lost file
+            except Exception as exc:
+                restarts += 1
+                log.exception("the sender stopped (restart %d in %.1f s)", restarts, delay)
+                self.outbox.report_problem(
+                    "supervisor",
+                    f"the sender stopped ({type(exc).__name__}: {exc}); restarting",
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_CAP)
+                self.outbox.report_problem("supervisor", None)
+
+    async def rescue_unsent(self) -> list[Path]:
+        """The database file is gone: keep what was typed and not yet answered in
+        rescue files (outside the data dir), restored as a draft by the next start."""
+        from . import rescue
+
+        saved: list[Path] = []
+        with contextlib.suppress(StoreError):
+            for text in await self.store.unsent_texts():
+                with contextlib.suppress(OSError):
+                    saved.append(rescue.save(self.settings.db_path, None, text))
+        return saved
 
     async def close(self) -> None:
         """Stop sending, give back leases, close the client and the database."""

@@ -50,7 +50,19 @@ class ReplyAborted:
     error: DeliveryError
 
 
-OutboxEvent = MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAborted
+@dataclass(frozen=True, slots=True)
+class DeliveryProblem:
+    """The sender cannot get on (the database refuses writes, a bug): it keeps retrying.
+
+    ``text`` says what is wrong in plain words; None when the problem has cleared.
+    """
+
+    text: str | None
+
+
+OutboxEvent = (
+    MessageChanged | ReplyStarted | ReplyDelta | ReplyStored | ReplyAborted | DeliveryProblem
+)
 Listener = Callable[[OutboxEvent], None]
 
 

@@ -39,6 +39,11 @@ class _PrivateRotatingFileHandler(RotatingFileHandler):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full disk must not print "--- Logging error ---" and a traceback over the
+        # user's terminal; the line is lost, the program goes on.
+        pass
+
 
 def setup_logging(settings: Settings, *, verb: str) -> None:
     """Log to ``chat-tui.log`` in the data dir (0600). Failing to log never stops the program."""

@@ -28,10 +28,12 @@ from .endpoint import (
     DeliveryError,
     Endpoint,
     PermanentError,
+    Reply,
     TransientError,
     UnreachableError,
 )
 from .events import (  # re-exported: the engine's events live in a light module
+    DeliveryProblem,
     Listener,
     MessageChanged,
     OutboxEvent,
@@ -41,12 +43,21 @@ from .events import (  # re-exported: the engine's events live in a light module
     ReplyStored,
 )
 from .reachability import Reachability
-from .store import Claim, Message, Store, StoreError
+from .store import Claim, Message, Store, StoreError, StoreReplaced
 
 log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP = 30.0  # seconds between max_age sweeps
 IDLE_RECHECK = 1.0  # how often an idle sender looks for work written by other processes
+# After the database refused a write (locked, disk full) or the loop hit a bug: wait
+# this long, doubling up to TROUBLE_CAP, before trying again. Short, so delivery
+# resumes within seconds of the fault clearing.
+TROUBLE_FIRST = 0.25
+TROUBLE_CAP = 2.0
+
+
+def describe_store_error(exc: Exception) -> str:
+    return f"cannot write the database: {exc}; retrying"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +103,12 @@ class Outbox:
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # conversation id → send task
         self._last_sweep = 0.0
+        self._problems: dict[str, str] = {}  # where → what keeps the sender from going on
+        self._problem: str | None = None  # what was last told to the listeners
+        self._transport_failures: dict[int, int] = {}  # message id → uncharged failures
         self.delivered = 0  # counters for `sync` and the benchmarks
         self.failures = 0
+        self.problems = 0  # times the loop caught an error and went on
 
     # -- the user's side --------------------------------------------------------------------
 
@@ -137,16 +152,77 @@ class Outbox:
         messages behind a failed one wait for the user and do not keep it
         running. While offline it keeps waiting; give it a timeout from outside.
         """
+        delay = TROUBLE_FIRST
         try:
             while True:
-                await self._sweep_expired()
-                if self.reachability.online:
-                    await self._fill_slots()
-                if until_empty and not self._in_flight and await self.store.waiting_count() == 0:
-                    return
-                await self._wait_for_work()
+                try:
+                    replaced = self.store.file_replaced()
+                    if replaced is not None:
+                        raise StoreReplaced(replaced)
+                    await self._sweep_expired()
+                    if self.reachability.online:
+                        await self._fill_slots()
+                    if (
+                        until_empty
+                        and not self._in_flight
+                        and await self.store.waiting_count() == 0
+                    ):
+                        return
+                    await self._wait_for_work()
+                except StoreReplaced as exc:
+                    # Writing on would go to a file nobody else sees: stop, say why.
+                    log.error("sender stopped: %s", exc)
+                    self.report_problem("loop", f"{exc}; delivery stopped")
+                    raise
+                except StoreError as exc:
+                    # The database refused (another program's lock held past
+                    # busy_timeout, a full disk, the file gone): say so, wait a
+                    # little, try again. Nothing is lost: what was queued stays queued.
+                    log.warning("sender: %s", exc)
+                    await self._trouble(describe_store_error(exc), delay)
+                    delay = min(delay * 2, TROUBLE_CAP)
+                    continue
+                except Exception as exc:  # our own bug must not end delivery for good
+                    log.exception("sender loop failed; going on")
+                    await self._trouble(
+                        f"the sender hit an unexpected error ({type(exc).__name__}); retrying",
+                        delay,
+                    )
+                    delay = min(delay * 2, TROUBLE_CAP)
+                    continue
+                delay = TROUBLE_FIRST
+                self.report_problem("loop", None)
         finally:
             await self._stop_in_flight()
+
+    def report_problem(self, where: str, text: str | None) -> None:
+        """Tell the listeners what keeps the sender from going on (None: cleared).
+
+        ``where`` is the part of the sender that has (or no longer has) the
+        problem, so one part clearing does not hide another's.
+        """
+        if text is None:
+            self._problems.pop(where, None)
+        else:
+            self._problems[where] = text
+        shown = next(reversed(self._problems.values()), None)
+        if shown == self._problem:
+            return
+        self._problem = shown
+        if shown is not None:
+            self.problems += 1
+        self._emit(DeliveryProblem(shown))
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem
+
+    async def _trouble(self, text: str, delay: float) -> None:
+        self.report_problem("loop", text)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            # A submit or "retry now" tries again at once.
+            await asyncio.wait_for(self._wake.wait(), delay)
 
     async def deliver_available(self) -> int:
         """Send what is deliverable now, then return how many were delivered.
@@ -234,6 +310,14 @@ class Outbox:
             # The database refused a write (disk full, locked too long). The
             # lease runs out and the message is tried again; nothing is lost.
             log.warning("delivery of message %s not recorded: %s", claim.message.id, exc)
+            self.report_problem("deliver", describe_store_error(exc))
+        except Exception as exc:  # a bug in one delivery must not end the sender
+            log.exception("delivery of message %s failed unexpectedly", claim.message.id)
+            self.report_problem(
+                "deliver",
+                f"delivering message {claim.message.id} hit an unexpected error "
+                f"({type(exc).__name__}); it is tried again when its lease runs out",
+            )
 
     async def _send(self, claim: Claim) -> None:
         question = claim.message
@@ -263,18 +347,17 @@ class Outbox:
             renewer.cancel()
             self._emit(ReplyAborted(question, TransientError("stopped")))
             raise
-        # Wait for the renewer to be gone before completing, so its last write
-        # cannot interleave with ours.
-        await _stop(renewer)
         self.reachability.report_success()
-        stored = await self.store.complete(
-            question.id,
-            self.owner,
-            reply.text,
-            meta={"model": reply.model or model, "finish_reason": reply.finish_reason},
-        )
+        self._transport_failures.pop(question.id, None)
+        stored = await self._commit_reply(claim, reply, model, renewer)
         if stored is None:
             log.info("message %s was taken over by another sender; reply dropped", question.id)
+            # Withdraw the live reply: the stored one comes from the other sender.
+            self._emit(ReplyAborted(question, TransientError("taken over by another sender")))
+            with contextlib.suppress(StoreError):
+                current = await self.store.get_message(question.id)
+                if current is not None:
+                    self._emit(MessageChanged(current))
             return
         self.delivered += 1
         log.info(
@@ -295,6 +378,40 @@ class Outbox:
         )
         self._emit(MessageChanged(delivered))
         self._emit(ReplyStored(delivered, stored))
+
+    async def _commit_reply(
+        self, claim: Claim, reply: Reply, model: str, renewer: asyncio.Task[None]
+    ) -> Message | None:
+        """Store a finished reply. If the database refuses (a full disk), keep the reply
+        in memory and try again with backoff, the lease renewed meanwhile, until it
+        commits or the process exits: a reply already paid for is not thrown away."""
+        question = claim.message
+        where = f"reply-{question.id}"
+        delay = TROUBLE_FIRST
+        try:
+            while True:
+                try:
+                    stored = await self.store.complete(
+                        question.id,
+                        self.owner,
+                        reply.text,
+                        meta={"model": reply.model or model, "finish_reason": reply.finish_reason},
+                    )
+                except StoreError as exc:
+                    log.warning("reply to message %s kept in memory: %s", question.id, exc)
+                    self.report_problem(
+                        where,
+                        f"the reply to message {question.id} is kept in memory: "
+                        + describe_store_error(exc),
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, TROUBLE_CAP)
+                    continue
+                self.report_problem(where, None)
+                self.report_problem("deliver", None)
+                return stored
+        finally:
+            await _stop(renewer)
 
     async def _renew_lease(self, claim: Claim) -> None:
         """Keep the lease while a long reply streams, so nobody else takes it over."""
@@ -341,8 +458,14 @@ class Outbox:
             assert isinstance(error, TransientError)
             if error.network:
                 self.reachability.report_unreachable(error.reason)
+            attempts = claim.message.attempts
+            if error.transport:
+                # The network's doing (reset, cut, dead link): no attempt is charged,
+                # but the backoff still grows with such failures in a row.
+                attempts = self._transport_failures.get(message_id, 0)
+                self._transport_failures[message_id] = attempts + 1
             delay = retry_delay(
-                claim.message.attempts,
+                attempts,
                 error.retry_after,
                 base=self.settings.backoff_base,
                 cap=self.settings.backoff_cap,
@@ -353,9 +476,10 @@ class Outbox:
                 self.owner,
                 error=error.reason,
                 next_attempt_at=now + delay,
-                charge_attempt=True,
+                charge_attempt=not error.transport,
                 max_attempts=self.settings.max_attempts,
             )
+        self.report_problem("deliver", None)
         if updated is not None:
             self._emit(MessageChanged(updated))
 

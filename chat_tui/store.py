@@ -47,6 +47,10 @@ class StoreError(Exception):
     """The database cannot be used; the message names the file and the cause."""
 
 
+class StoreReplaced(StoreError):
+    """The database file was deleted or replaced under us: stop, never write on."""
+
+
 @dataclass(frozen=True, slots=True)
 class Conversation:
     id: int
@@ -267,6 +271,7 @@ class Store:
         self.path = path
         self._lock = asyncio.Lock()
         self.closed = False
+        self._identity = _file_identity(path)  # (device, inode) of the file we opened
 
     # -- opening and closing ------------------------------------------------
 
@@ -343,6 +348,17 @@ class Store:
                 await self._db.execute("PRAGMA busy_timeout = 0")
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
+
+    def file_replaced(self) -> str | None:
+        """None while the path still names the file we opened; else what happened, in
+        plain words (deleted, or replaced by another file). Writes after that would
+        go to a file nobody else sees."""
+        now = _file_identity(self.path)
+        if self._identity is None or now == self._identity:
+            return None
+        if now is None:
+            return f"the database {self.path} was deleted while chat-tui was running"
+        return f"the database {self.path} was replaced by another file while chat-tui was running"
 
     # -- helpers --------------------------------------------------------------
 
@@ -940,6 +956,16 @@ class Store:
             found = {r["state"]: r["n"] for r in await cur.fetchall()}
         return {state: found.get(state, 0) for state in USER_STATES}
 
+    async def unsent_texts(self) -> list[str]:
+        """What users asked that has not been answered yet, oldest first (to rescue it
+        when the file is gone)."""
+        async with self._read() as db:
+            cur = await db.execute(
+                "SELECT content FROM messages WHERE role = 'user' "
+                "AND state IN ('queued', 'sending', 'failed', 'expired') ORDER BY id"
+            )
+            return [row[0] for row in await cur.fetchall()]
+
     async def waiting_count(self) -> int:
         """Queued messages that can still go out without the user's help.
 
@@ -1065,6 +1091,14 @@ async def opened(path: Path | str) -> AsyncIterator[Store]:
         await store.close()
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _fts_query(text: str) -> str:
     """Turn what a person types into a safe FTS5 query: every word, as a prefix;
     a "quoted phrase" as a phrase (its words next to each other, in order).
@@ -1100,5 +1134,7 @@ def _explain_db_error(path: Path, exc: sqlite3.Error) -> str:
     if "readonly" in text or "read-only" in text or "unable to open" in text or "WAL" in text:
         return f"cannot write the database {path} ({text}); check that its folder is writable"
     if "disk" in text and "full" in text:
-        return f"the disk holding {path} is full; nothing was lost, free some space and retry"
+        return (
+            f"the disk holding {path} is full; free some space (what was saved before stays saved)"
+        )
     return f"database error in {path}: {text}"

@@ -63,6 +63,7 @@ FAULT_KINDS = frozenset(
         "endless",
         "reply",
         "bad_utf8",
+        "think",
     }
 )
 
@@ -730,10 +731,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _sse_done(self) -> None:
         self.wfile.write(b"data: [DONE]\n\n")
 
-    def _send_reply(self, body: dict, pieces: list[str], delay: float = 0.0) -> bool:
-        """A correct reply (stream or not), optionally slowed down."""
+    def _send_reply(
+        self, body: dict, pieces: list[str], delay: float = 0.0, first_delay: float = 0.0
+    ) -> bool:
+        """A correct reply (stream or not), optionally slowed down (``first_delay``:
+        silence after the headers, before the first chunk)."""
         if not self._stream:
-            if not self._pause(delay):
+            if not self._pause(delay + first_delay):
                 self.close_connection = True
                 return False
             self._send_json(200, self._completion("".join(pieces)))
@@ -747,6 +751,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         raw, self.wfile = self.wfile, _ChunkedWriter(self.wfile)
         try:
+            self.wfile.flush()
+            if not self._pause(first_delay):
+                self.close_connection = True
+                return False
             for piece in pieces:
                 if not self._pause(delay):
                     self.close_connection = True
@@ -865,6 +873,12 @@ class _Handler(BaseHTTPRequestHandler):
         """A correct reply with ``seconds`` between chunks (counts as
         completed if the client waits for it)."""
         return self._send_reply(body, self._reply_pieces(body), fault.seconds)
+
+    def _fault_think(self, fault: Fault, body: dict) -> bool:
+        """A correct stream whose headers come at once and whose first token comes
+        after ``seconds`` of silence (a model reading a long prompt); then the
+        rest without delay. Non-stream: the body after ``seconds``."""
+        return self._send_reply(body, self._reply_pieces(body), first_delay=fault.seconds)
 
     def _fault_huge(self, fault: Fault, body: dict) -> bool:
         """A correct reply of ``size`` bytes of "x" in 64 KiB chunks."""

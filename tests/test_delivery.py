@@ -180,8 +180,8 @@ TRANSIENT = [
     (Fault("status", status=503), True),
     (Fault("status", status=429, headers={"Retry-After": "1"}), True),
     (Fault("hang", seconds=15), True),
-    (Fault("reset"), True),
-    (Fault("cut", after_chunks=2), True),
+    (Fault("reset"), False),  # the transport broke: the network's doing, no attempt
+    (Fault("cut", after_chunks=2), True),  # closed cleanly mid-stream: the server's doing
     (Fault("no_finish"), True),
     (Fault("malformed", after_chunks=1), True),
     (Fault("html"), False),  # a captive portal: the endpoint was not reached

@@ -32,6 +32,7 @@ from textual.worker import Worker, WorkerState
 
 from ..config import Settings
 from ..events import (
+    DeliveryProblem,
     MessageChanged,
     OutboxEvent,
     ReachabilityState,
@@ -58,6 +59,7 @@ from .widgets.welcome import welcome_text
 log = logging.getLogger(__name__)
 
 DRAFT_SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
+DB_WAIT_NOTICE = 0.5  # Enter: say "waiting for the database…" if queueing takes longer
 EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
 DELTA_BATCH = 0.03  # seconds of streamed chunks gathered into one UI message
 
@@ -126,6 +128,9 @@ class ChatApp(App[int]):
         self._sidebar_wanted: bool | None = None  # None: follow the terminal's width
         self._window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
         self._console_theme_pushed = False
+        self._by_signal = False  # closed by SIGHUP/SIGTERM: no terminal to print to
+        self._replaced: str | None = None  # the database file was deleted or replaced
+        self.unsaved_draft: str | None = None  # printed after exit if it is nowhere else
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -256,6 +261,7 @@ class ChatApp(App[int]):
         self.engine.start_watching()
         self.engine.start_delivery()
         try:
+            await self._restore_rescued()
             self.conversations = await self.engine.store.list_conversations()
             await self.open_conversation(self.conversations[0].id if self.conversations else None)
             self._data_version = await self.engine.store.data_version()
@@ -273,16 +279,82 @@ class ChatApp(App[int]):
             await self._keep_early_typing(None)
             return
         if self._draft_loaded:
-            await self._save_draft_now()
+            await self._save_draft_at_exit(engine)
         else:
             await self._keep_early_typing(engine.store)
         self.engine = None  # timers and late messages see the engine gone, not half-closed
         waiting = 0
-        with contextlib.suppress(StoreError):
-            waiting = await engine.store.waiting_count()
+        if self._replaced is None:
+            with contextlib.suppress(StoreError):
+                waiting = await engine.store.waiting_count()
         await engine.close()
         if waiting and self.settings.handoff_on_exit:
             self._hand_off(waiting)
+
+    def _add_exit_note(self, note: str) -> None:
+        self.exit_note = f"{self.exit_note}\n{note}" if self.exit_note else note
+
+    async def _save_draft_at_exit(self, engine: Engine) -> None:
+        """Save the draft; if the database cannot take it (a full disk, the file
+        gone), put it in a rescue file outside the data dir and say where. The exit
+        message never claims more than what happened."""
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+            self._draft_timer = None
+        text = self._draft_text
+        problem = engine.store.file_replaced()
+        if problem is None:
+            try:
+                await engine.store.save_draft(self._current_id, text)
+                return
+            except StoreError as exc:
+                problem = str(exc)
+        if not text.strip():
+            return
+        from .. import rescue
+
+        conversation = None if self._replaced else self._current_id
+        try:
+            path = rescue.save(self.settings.db_path, conversation, text)
+        except OSError as exc:
+            self.unsaved_draft = text
+            self._add_exit_note(
+                f"chat-tui: your draft could not be saved ({problem}; and not in a "
+                f"rescue file either: {exc.strerror or exc}). It is printed below."
+            )
+            return
+        log.warning("draft not saved in the database (%s); kept in %s", problem, path)
+        self.unsaved_draft = text
+        self._add_exit_note(
+            f"chat-tui: your draft could not be saved in the database ({problem}). "
+            f"It was kept in {path} and comes back as the draft on the next start."
+        )
+
+    async def _restore_rescued(self) -> None:
+        """Text kept in rescue files by an earlier run goes back into its draft."""
+        from .. import rescue
+
+        if self.engine is None:
+            return
+        store = self.engine.store
+        restored = 0
+        for item in rescue.pending(self.settings.db_path):
+            conversation = item.conversation_id
+            if conversation is not None and await store.get_conversation(conversation) is None:
+                conversation = None
+            earlier = await store.load_draft(conversation)
+            joined = f"{earlier}\n{item.text}" if earlier.strip() else item.text
+            await store.save_draft(conversation, joined)  # StoreError: the file stays
+            with contextlib.suppress(OSError):
+                item.path.unlink()
+            restored += 1
+        if restored:
+            self.notify(
+                f"Restored {restored} draft(s) that could not be saved in the database last time.",
+                title="Draft restored",
+                markup=False,
+                timeout=8,
+            )
 
     async def _keep_early_typing(self, store: Store | None) -> None:
         """Closed before start-up had shown a draft: what was typed meanwhile becomes
@@ -325,6 +397,7 @@ class ChatApp(App[int]):
             )
 
     def _exit_on_signal(self, sig: int) -> None:
+        self._by_signal = True
         self.exit(return_code=0)
 
     def exit(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
@@ -444,13 +517,22 @@ class ChatApp(App[int]):
             with contextlib.suppress(NoMatches):  # closing: the draft keeps the text
                 self.composer.not_sent(text)
             return
+        # Another program may hold the database: say so soon, not after busy_timeout.
+        # (Not a Textual timer: this handler holds the app's message queue meanwhile.)
+        queueing = asyncio.ensure_future(self.engine.outbox.submit(self._current_id, text))
         try:
-            result = await self.engine.outbox.submit(self._current_id, text)
+            done, _ = await asyncio.wait([queueing], timeout=DB_WAIT_NOTICE)
+            if not done:
+                self._show_db_wait()
+            result = await queueing
         except StoreError as exc:
             # The text stays in the composer: nothing typed is lost.
             self.composer.not_sent(text)
             self.notify(str(exc), title="Not queued", severity="error", markup=False, timeout=10)
             return
+        finally:
+            if self._widgets_alive():
+                self.composer.border_subtitle = ""
         # Remove exactly what was queued; what was typed after Enter stays.
         self.composer.sent(text)
         message = result.message
@@ -469,6 +551,10 @@ class ChatApp(App[int]):
         elif not self.engine.reachability.online:
             self._answer_offline(message)
         self._schedule_refresh()
+
+    def _show_db_wait(self) -> None:
+        if self._widgets_alive():
+            self.composer.border_subtitle = "waiting for the database… (your text stays here)"
 
     @work(group="offline-answers", exit_on_error=False)
     async def _answer_offline(self, question: Message) -> None:
@@ -516,6 +602,8 @@ class ChatApp(App[int]):
             self._tell_reply_landed(event.reply)
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
+        elif isinstance(event, DeliveryProblem):
+            self.query_one(OfflineBanner).show_problem(event.text)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -578,7 +666,11 @@ class ChatApp(App[int]):
 
     async def _check_external_changes(self) -> None:
         """Show what other processes (sync, another TUI, `send`) wrote, within a second."""
-        if self.engine is None:
+        if self.engine is None or self._replaced is not None:
+            return
+        replaced = self.engine.store.file_replaced()
+        if replaced is not None:
+            await self._database_replaced(replaced)
             return
         try:
             version = await self.engine.store.data_version()
@@ -588,6 +680,20 @@ class ChatApp(App[int]):
             return
         self._data_version = version
         self.post_message(ExternalChange())
+
+    async def _database_replaced(self, problem: str) -> None:
+        """Writing on would go to a file nobody else sees: keep every unsent text and
+        the draft in rescue files, and stop with a plain message."""
+        self._replaced = problem
+        log.error("%s; stopping", problem)
+        saved = await self.engine.rescue_unsent() if self.engine is not None else []
+        kept = f" {len(saved)} unsent message(s) were kept in {saved[0].parent}." if saved else ""
+        self._add_exit_note(
+            f"chat-tui: {problem}, so it stopped rather than write to a file nobody sees.{kept} "
+            "Start chat-tui again to use the database now at that path; kept text comes back "
+            "as a draft."
+        )
+        self.exit(return_code=1)
 
     @on(ExternalChange)
     async def _external_change(self) -> None:
@@ -1084,4 +1190,8 @@ def run_app(settings: Settings) -> int:
     app.run()
     if app.exit_note:
         print(app.exit_note, file=sys.stderr)
+    if app.unsaved_draft and not app._by_signal:  # Ctrl+Q: the terminal is still there
+        print("--- your draft ---", file=sys.stderr)
+        print(app.unsaved_draft, file=sys.stderr)
+        print("--- end of draft ---", file=sys.stderr)
     return app.return_code or 0

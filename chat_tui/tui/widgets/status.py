@@ -86,6 +86,7 @@ class OfflineBanner(Static):
         super().__init__(markup=False)
         self.reach: ReachabilityState | None = None
         self.queued = 0
+        self.problem: str | None = None  # the sender's own trouble (database), if any
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
@@ -93,14 +94,27 @@ class OfflineBanner(Static):
     def show_state(self, reach: ReachabilityState, queued: int) -> None:
         self.reach = reach
         self.queued = queued
-        visible = reach.state in ("offline", "captive", "auth_error")
-        self.set_class(visible, "-visible")
-        self.set_class(reach.state == "captive", "-captive")
+        self._show()
+
+    def show_problem(self, text: str | None) -> None:
+        """A line about the sender itself ("cannot write the database: …; retrying")."""
+        self.problem = text
+        self._show()
+
+    def _show(self) -> None:
+        reach = self.reach
+        offline = reach is not None and reach.state in ("offline", "captive", "auth_error")
+        self.set_class(offline or self.problem is not None, "-visible")
+        self.set_class(reach is not None and reach.state == "captive", "-captive")
         self._tick()
 
     def _tick(self) -> None:
         reach = self.reach
-        if reach is None or not self.has_class("-visible"):
+        if not self.has_class("-visible"):
+            return
+        problem = f"⚠ {sanitize(self.problem)[:300]}" if self.problem else ""
+        if reach is None or reach.state not in ("offline", "captive", "auth_error"):
+            self.update(Content.assemble((problem, "bold")))
             return
         why = {
             "offline": "Offline: the endpoint cannot be reached",
@@ -116,6 +130,10 @@ class OfflineBanner(Static):
         detail = f" ({sanitize(reach.detail)[:120]})" if reach.detail else ""
         self.update(
             Content.assemble(
-                ("⚠ " + why, "bold"), detail, "\n", f"{check} · Ctrl+R retries now{queue}"
+                ("⚠ " + why, "bold"),
+                detail,
+                "\n",
+                f"{check} · Ctrl+R retries now{queue}",
+                *(("\n", (problem, "bold")) if problem else ()),
             )
         )
