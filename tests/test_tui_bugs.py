@@ -234,9 +234,12 @@ async def test_missing_config_file_is_said_once_in_the_window(
     monkeypatch.setenv("CHAT_TUI_CONFIG", str(missing))
     app = ChatApp(make_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None)
-        said = [n.message for n in app._notifications if "does not exist" in n.message]
-        assert len(said) == 1 and str(missing) in said[0]
+        def said() -> list[str]:
+            return [n.message for n in app._notifications if "does not exist" in n.message]
+
+        await wait_until(pilot, lambda: bool(said()))
+        await pilot.pause(0.3)
+        assert len(said()) == 1 and str(missing) in said()[0]
 
 
 async def test_export_in_the_window_asks_before_replacing_a_file(

@@ -169,11 +169,6 @@ class ChatApp(App[int]):
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
         self.composer.focus()
-        from ..config import missing_config_notice
-
-        notice = missing_config_notice()
-        if notice:
-            self.notify(notice, title="Config file", severity="warning", timeout=6, markup=False)
         if not self.settings.verify_tls:
             self.notify(
                 "TLS certificate verification is OFF (verify_tls = false): the "
@@ -220,6 +215,14 @@ class ChatApp(App[int]):
             return
         self.settings = self.settings.replace(**{key: value})
 
+    def _tell_missing_config(self) -> None:
+        """Once, after start-up (not in the way of the first frame or the draft)."""
+        from ..config import missing_config_notice
+
+        notice = missing_config_notice()
+        if notice and not self._exiting:
+            self.notify(notice, title="Config file", severity="warning", timeout=6, markup=False)
+
     def _begin_start(self) -> None:
         # Its own task, so key presses and bindings keep flowing while it runs;
         # whatever needs the engine waits on `_engine_started` instead of being dropped.
@@ -228,6 +231,7 @@ class ChatApp(App[int]):
     async def _start_engine(self) -> None:
         try:
             await self._open_engine()
+            self._tell_missing_config()
         except Exception as exc:  # never a traceback on the user's screen
             if self._exiting:  # closed while starting: not a failure
                 log.info("start-up interrupted by exit: %s", type(exc).__name__)
