@@ -234,6 +234,7 @@ async def test_missing_config_file_is_said_once_in_the_window(
     monkeypatch.setenv("CHAT_TUI_CONFIG", str(missing))
     app = ChatApp(make_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
+
         def said() -> list[str]:
             return [n.message for n in app._notifications if "does not exist" in n.message]
 
