@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -110,6 +111,7 @@ class Tmux:
         self.tmux("set-option", "-g", "set-clipboard", "on")
         self.tmux("set-option", "-s", "escape-time", "0")
         self.tmux("send-keys", "-t", "t", f"cd {REPO_ROOT} && exec {command}", "Enter")
+        self.pane_pid = int(self.tmux("display-message", "-p", "-t", "t", "#{pane_pid}"))
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t", check=False)
@@ -122,7 +124,28 @@ class Tmux:
             time.sleep(0.1)
 
     def close(self) -> None:
+        """Quit the app, then the tmux server; the app must not outlive the test
+        (an app whose terminal vanished may not exit by itself)."""
+        import signal
+
+        pid = getattr(self, "pane_pid", None)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.tmux("kill-server", check=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture
