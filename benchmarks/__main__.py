@@ -23,6 +23,7 @@ from ._common import PYTHON, REPO_ROOT, Result, busy_warning, print_table
 BENCHMARKS = (
     "startup",
     "open_conversation",
+    "long_reply",
     "enqueue",
     "flush",
     "reconnect",

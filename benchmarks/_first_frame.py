@@ -35,7 +35,47 @@ def _css_paths(app_class: type) -> list[str]:
     return [str(base / p) for p in paths]
 
 
+def bare() -> None:
+    """The floor: a bare Textual app (a Static and a Footer), measured the same way."""
+    from textual.app import App
+    from textual.widgets import Footer, Static
+
+    t_imported = time.time()
+
+    class BareApp(App):
+        _seen_frame = False
+
+        def compose(self):  # type: ignore[no-untyped-def]
+            yield Static("hello")
+            yield Footer()
+
+        def _display(self, screen, renderable) -> None:  # type: ignore[no-untyped-def]
+            if (
+                not self._seen_frame
+                and renderable is not None
+                and not self._batch_count
+                and self._running
+            ):
+                from textual._compositor import CompositorUpdate
+
+                if isinstance(renderable, CompositorUpdate):
+                    renderable.render_segments(self.console)
+                self._seen_frame = True
+                _report("frame", time.time())
+                self.exit()
+            super()._display(screen, renderable)
+
+    _report("interpreter", T_INTERPRETER)
+    _report("imported", t_imported)
+    BareApp().run(headless=True)
+
+
 def main() -> None:
+    import sys
+
+    if "--bare" in sys.argv:
+        bare()
+        return
     # The same import path as `chat-tui`: the CLI module first, then the TUI.
     from chat_tui.cli import load_settings
 

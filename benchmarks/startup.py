@@ -40,12 +40,17 @@ from ._common import (
 )
 
 TARGET_MS = 350.0
+TARGET_RATIO = 1.2  # first frame vs a bare Textual app's (a Static and a Footer)
 CHILD = [PYTHON, "-m", "benchmarks._first_frame"]
 TERMINAL = {"COLUMNS": "120", "LINES": "40"}  # the headless driver reads these
 
 
 def _launch(
-    tmp: Path, *, python_flags: tuple[str, ...] = (), pycache: Path | None = None
+    tmp: Path,
+    *,
+    python_flags: tuple[str, ...] = (),
+    pycache: Path | None = None,
+    bare: bool = False,
 ) -> tuple[dict[str, float], str]:
     env = subprocess_env(tmp, dead_url()) | TERMINAL
     if pycache is not None:
@@ -54,7 +59,7 @@ def _launch(
         # writing __pycache__ into the source tree.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    cmd = [CHILD[0], *python_flags, *CHILD[1:]]
+    cmd = [CHILD[0], *python_flags, *CHILD[1:], *(["--bare"] if bare else [])]
     launched = time.time()
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     marks = {"launch": launched}
@@ -149,6 +154,28 @@ def run(quick: bool) -> list[Result]:
             + ", ".join(f"{k} {median([r[k] for r in runs]):.0f} ms" for k in runs[0])
         )
 
+    # The floor, in the same run: chat-tui and a bare Textual app alternate
+    # (A B A B), so a busy moment of the machine weighs on both alike.
+    pairs: list[tuple[float, float]] = []
+    with temp_dir("pycache-ab") as pycache_ab:
+        for bare in (False, True):  # warm both paths' bytecode first
+            with temp_dir("warmup") as tmp:
+                _launch(tmp, pycache=pycache_ab, bare=bare)
+        for _ in range(n):
+            with temp_dir("ab") as tmp:
+                app_marks, _ = _launch(tmp, pycache=pycache_ab)
+            with temp_dir("ab") as tmp:
+                bare_marks, _ = _launch(tmp, pycache=pycache_ab, bare=True)
+            pairs.append((_phases(app_marks)["total"], _phases(bare_marks)["total"]))
+    app_ab = median([a for a, _ in pairs])
+    bare_ab = median([b for _, b in pairs])
+    ratio = app_ab / bare_ab
+    log(
+        "  A B A B (chat-tui, bare Textual app): "
+        + ", ".join(f"{a:.0f}/{b:.0f}" for a, b in pairs)
+        + " ms"
+    )
+
     fresh_ms = median([r["total"] for r in fresh])
     existing_ms = median([r["total"] for r in existing])
     imports_ms = median([r["imports"] for r in fresh])
@@ -167,6 +194,14 @@ def run(quick: bool) -> list[Result]:
             "ms",
             f"≤ {TARGET_MS:.0f} ms",
             existing_ms <= TARGET_MS,
+        ),
+        Result("bare Textual app, Static + Footer (median, A B A B)", bare_ab, "ms", "", None),
+        Result(
+            "first frame vs the bare Textual app",
+            ratio,
+            "x",
+            f"≤ {TARGET_RATIO}×",
+            ratio <= TARGET_RATIO,
         ),
         Result("  of which imports (median)", imports_ms, "ms", "", None),
         Result("  of which app start to frame (median)", app_ms, "ms", "", None),

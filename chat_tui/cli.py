@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_settings, missing_config_notice
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -445,8 +445,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             return EXIT_OK
         try:
-            with open(args.output, "w", encoding="utf-8") as fh:
+            # "x" refuses to replace a file the user already has, unless --force.
+            with open(args.output, "w" if args.force else "x", encoding="utf-8") as fh:
                 fh.write(text)
+        except FileExistsError:
+            raise CliError(
+                f"{args.output} already exists; use --force to overwrite it", EXIT_USAGE
+            ) from None
         except OSError as exc:
             raise CliError(f"cannot write {args.output}: {exc.strerror}") from None
         print(f"exported conversation {args.id} to {args.output}", file=sys.stderr)
@@ -498,18 +503,33 @@ def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
 # -- parser ------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1"
+def _shared_flags(*, verb: bool) -> argparse.ArgumentParser:
+    """The flags every verb accepts, defined once.
+
+    They may come before or after the verb. The verb's copy defaults to
+    SUPPRESS, so a flag given only before the verb is not overwritten by the
+    verb's unset copy (argparse applies a subparser's defaults last).
+    """
+    shared = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if verb else None
+    shared.add_argument(
+        "--base-url",
+        default=default,
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1",
     )
-    common.add_argument("--model", help="model name sent with each request")
+    shared.add_argument("--model", default=default, help="model name sent with each request")
+    return shared
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = _shared_flags(verb=False)
+    common = _shared_flags(verb=True)
 
     parser = argparse.ArgumentParser(
         prog="chat-tui",
         description="A terminal chat client for OpenAI-compatible endpoints that never loses "
         "a message on a bad network. Without a verb it opens the chat window.",
-        parents=[common],
+        parents=[top],
         epilog="Settings: config.toml (see `chat-tui paths`), OPENAI_BASE_URL, OPENAI_API_KEY, "
         "CHAT_TUI_MODEL, CHAT_TUI_CONFIG, CHAT_TUI_DATA_DIR.",
     )
@@ -585,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reachability and the queue",
         description="Show whether the endpoint answers and what is queued.",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the state, counts and items as JSON")
     p.set_defaults(func=cmd_status)
 
     p = verbs.add_parser(
@@ -594,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list conversations",
         description="List conversations, most recent first.",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the conversations as JSON")
     p.set_defaults(func=cmd_list)
 
     p = verbs.add_parser(
@@ -603,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a conversation",
         description="Print a conversation with every message and its state.",
     )
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", type=int, help="conversation id (see `chat-tui list`)")
+    p.add_argument("--json", action="store_true", help="print {id, title, messages: [...]} as JSON")
     p.set_defaults(func=cmd_show)
 
     p = verbs.add_parser(
@@ -613,9 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="full-text search of history",
         description="Search every message of every conversation.",
     )
-    p.add_argument("query")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "query", help='words to find (each as a prefix); "a quoted phrase" matches as a phrase'
+    )
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="show at most N matches (default 50)"
+    )
+    p.add_argument("--json", action="store_true", help="print the matches as JSON")
     p.set_defaults(func=cmd_search)
 
     p = verbs.add_parser(
@@ -624,9 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a conversation to a file",
         description="Export a conversation as Markdown or JSON.",
     )
-    p.add_argument("id", type=int)
-    p.add_argument("--format", choices=("md", "json"), default="md")
+    p.add_argument("id", type=int, help="conversation id (see `chat-tui list`)")
+    p.add_argument(
+        "--format", choices=("md", "json"), default="md", help="Markdown (default) or JSON"
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite FILE if it already exists")
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser(
@@ -673,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chat-tui: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    notice = missing_config_notice()
+    if notice and args.func is not cmd_tui:  # the TUI says it once, in the window
+        print(f"chat-tui: warning: {notice}", file=sys.stderr)
     if not settings.verify_tls and args.func is not cmd_tui:  # the TUI shows its own warning
         print(
             "chat-tui: warning: TLS certificate verification is OFF (verify_tls = false): "

@@ -23,6 +23,9 @@ DEFAULT_MODEL = "llama3.2"
 DEFAULT_ENDPOINT = "default"  # the endpoint the flat base_url/model/api_key keys describe
 
 
+NOTIFY_CHOICES = ("bell", "osc", "off")
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
@@ -62,6 +65,8 @@ class Settings:
     # base_url/model/api_key above are the endpoint called "default".
     endpoints: dict[str, EndpointConfig] = field(default_factory=dict)
     fallback: str = ""  # an endpoint that answers while a conversation's own is offline
+    theme: str = ""  # the TUI's theme; empty: Textual's default. Saved when changed in the app
+    notify: str = "bell"  # a reply landed while the window was unfocused: bell | osc | off
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     config_path: Path = field(default_factory=lambda: default_config_path())
 
@@ -315,9 +320,26 @@ def _validate(settings: Settings) -> Settings:
             raise ConfigError(f"'{name}' must not be negative")
     if settings.max_attempts < 1 or settings.concurrency < 1 or settings.max_reply_chars < 1:
         raise ConfigError("'max_attempts', 'concurrency' and 'max_reply_chars' must be at least 1")
+    if settings.notify not in NOTIFY_CHOICES:
+        raise ConfigError(
+            f"'notify' must be one of {', '.join(NOTIFY_CHOICES)}, not {settings.notify!r}"
+        )
     if not 0 <= settings.answer_threshold <= 100:
         raise ConfigError("'answer_threshold' must be between 0 and 100")
     return settings.replace(base_url=settings.base_url.rstrip("/"))
+
+
+def missing_config_notice(environ: dict[str, str] | None = None) -> str | None:
+    """CHAT_TUI_CONFIG names a file that does not exist: say so rather than
+    silently running on defaults (a typo in the path would go unnoticed)."""
+    env = os.environ if environ is None else environ
+    named = env.get("CHAT_TUI_CONFIG")
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    if path.exists():
+        return None
+    return f"CHAT_TUI_CONFIG names {path}, which does not exist; using the defaults"
 
 
 def load_settings(

@@ -354,6 +354,16 @@ class Endpoint:
             transport=transport,
         )
 
+    models_not_found = False  # the last probe's /models answered 404
+
+    def _wrong_base_url(self, reason: str) -> str:
+        """404 from /models and from /chat/completions: the path is wrong, not the message."""
+        base = self.settings.base_url
+        return (
+            f"{reason} — wrong base URL? Both {base}/models and {base}/chat/completions "
+            "answered 404; set base_url to the API root (often ending in /v1)"
+        )
+
     def drop_connections(self, why: str, *, abort: bool = False) -> None:
         """Stop trusting the pooled connections: the next request connects afresh.
 
@@ -532,8 +542,10 @@ class Endpoint:
             return ProbeResult("captive", f"unreadable answer to /models: {exc}")
         self._pooled = True
         latency = time.monotonic() - started
+        self.models_not_found = response.status_code == 404
         if response.status_code in (404, 405):
-            # The server is there; it just has no /models (some local servers).
+            # The server is there; it may just have no /models (some local servers).
+            # If /chat/completions says 404 too, the base URL is wrong (see chat()).
             return ProbeResult("online", f"HTTP {response.status_code} for /models", latency)
         if response.status_code in AUTH_STATUS:
             reason, _ = _error_reason(response, response.content)
@@ -567,6 +579,28 @@ class Endpoint:
             return json.loads(response.content[: 1024 * 1024])
         except (httpx.HTTPError, ValueError):
             return None
+
+    async def list_models(self, timeout: float = 5.0) -> list[str]:
+        """The model ids ``GET /models`` lists (for the settings screen's picker).
+        Raises ``DeliveryError`` if the answer is not a model list."""
+        try:
+            response = await self._client.get("models", timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise UnreachableError(
+                _transport_reason(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+            ) from None
+        if response.status_code != 200:
+            raise classify_status(response, response.content)
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            raise TransientError("the answer to /models was not JSON") from None
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise TransientError("the answer to /models has no model list")
+        return sorted(
+            {sanitize(str(m["id"])) for m in items if isinstance(m, dict) and m.get("id")}
+        )
 
     # -- chat ------------------------------------------------------------------
 
@@ -678,6 +712,8 @@ class Endpoint:
                     activity.touch()
                     return await self._read_reply(response, on_delta, on_reasoning, activity)
         except DeliveryError as exc:
+            if exc.status == 404 and self.models_not_found:
+                exc.reason = self._wrong_base_url(exc.reason)
             exc.reason = self._redact(exc.reason)
             exc.args = (exc.reason,)
             raise

@@ -1704,13 +1704,26 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 
 def _fts_query(text: str) -> str:
-    """Turn what a person types into a safe FTS5 query: every word, as a prefix.
+    """Turn what a person types into a safe FTS5 query: every word, as a prefix;
+    a "quoted phrase" as a phrase (its words next to each other, in order).
 
     Words are quoted, so FTS5 operators and punctuation in the input can never
     raise a syntax error.
     """
-    words = [w for w in "".join(ch if ch.isalnum() else " " for ch in text).split() if w]
-    return " ".join(f'"{w}"*' for w in words[:16])
+
+    def words(part: str) -> list[str]:
+        return "".join(ch if ch.isalnum() else " " for ch in part).split()
+
+    terms: list[str] = []
+    # Even pieces are outside quotes, odd ones inside; an unclosed quote runs to the end.
+    for i, part in enumerate(text.split('"')):
+        if i % 2:
+            phrase = words(part)
+            if phrase:
+                terms.append('"' + " ".join(phrase) + '"')
+        else:
+            terms.extend(f'"{w}"*' for w in words(part))
+    return " ".join(terms[:16])
 
 
 def _explain_db_error(path: Path, exc: sqlite3.Error) -> str:

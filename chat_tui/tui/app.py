@@ -16,16 +16,18 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import Footer, OptionList
+from textual.widgets import Footer, OptionList, Static
 from textual.worker import Worker, WorkerState
 
 from ..config import Settings
@@ -47,41 +49,73 @@ from ..store import Conversation, Message, Store, StoreError, opened
 
 if TYPE_CHECKING:
     from ..engine import Engine
+from ..sanitize import sanitize
 from .messages import EngineEvent, ExternalChange, ReachabilityChanged
 from .screens.dialogs import Confirm, EditMessage, StopWaiting, TextPrompt
 from .screens.queue import QueueScreen
 from .screens.search import SearchChoice, SearchScreen
 from .turn_actions import TurnActions
-from .widgets.chat_view import PAGE_SIZE, ChatView
+from .widgets.chat_view import PAGE_SIZE, ChatView, MessageView
 from .widgets.composer import Composer
 from .widgets.sidebar import ConversationList
 from .widgets.status import OfflineBanner, StatusLine
+from .widgets.welcome import welcome_text
 
 log = logging.getLogger(__name__)
 
 DRAFT_SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
 DB_WAIT_NOTICE = 0.5  # Enter: say "waiting for the database…" if queueing takes longer
 EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
+DELTA_BATCH = 0.03  # seconds of streamed chunks gathered into one UI message
 
 
 class ChatApp(TurnActions, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "chat-tui"
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+    NARROW = 100  # below this many columns the sidebar is hidden and overlays when shown
     BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+n", "new_conversation", "New"),
-        Binding("ctrl+r", "retry_now", "Retry now"),
-        Binding("ctrl+o", "queue", "Queue"),
-        Binding("ctrl+f", "search", "Search"),
-        Binding("f4", "export", "Export", show=False),
-        Binding("f2", "rename", "Rename"),
-        Binding("f8", "delete", "Delete"),
-        Binding("ctrl+b", "toggle_sidebar", "Sidebar"),
-        Binding("ctrl+g", "regenerate", "Regenerate", show=False),
-        Binding("f3", "edit_last", "Edit last", show=False),
+        Binding("ctrl+o", "queue", "Queue", tooltip="The queue: retry, edit, cancel"),
+        Binding("ctrl+f", "search", "Search", tooltip="Search every conversation"),
+        Binding("f3", "settings", "Settings", tooltip="Endpoint, model, theme…"),
+        Binding("f1", "help", "Keys", tooltip="This list of keys"),
+        Binding(
+            "ctrl+r",
+            "retry_now",
+            "Retry now",
+            show=False,
+            tooltip="Check the endpoint and send queued messages now",
+        ),
+        Binding(
+            "f4",
+            "export",
+            "Export",
+            show=False,
+            tooltip="Export the conversation (Markdown or JSON)",
+        ),
+        Binding("f2", "rename", "Rename", show=False, tooltip="Rename the conversation"),
+        Binding("f8", "delete", "Delete", show=False, tooltip="Delete the conversation"),
+        Binding(
+            "ctrl+b",
+            "toggle_sidebar",
+            "Sidebar",
+            show=False,
+            tooltip="Show or hide the conversation list",
+        ),
+        Binding(
+            "ctrl+p", "command_palette", "Palette", show=False, tooltip="Every action, by name"
+        ),
+        Binding(
+            "ctrl+g", "regenerate", "Regenerate", show=False, tooltip="Ask again for the last reply"
+        ),
+        Binding(
+            "f6", "edit_last", "Edit last", show=False, tooltip="Edit and resend the last message"
+        ),
         Binding("alt+left", "version_prev", "Prev version", show=False),
         Binding("alt+right", "version_next", "Next version", show=False),
         Binding("ctrl+l", "keep_local", "Keep local answer", show=False),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("escape", "stop_reply", "Stop reply"),
     ]
 
@@ -106,6 +140,12 @@ class ChatApp(TurnActions, App[int]):
         self._engine_started = asyncio.Event()  # set once start-up has finished (or failed)
         self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
+        self._theme_ready = False
+        self._pending_deltas: dict[int, tuple[Message, list[str]]] = {}
+        self._delta_flush: asyncio.TimerHandle | None = None
+        self._sidebar_wanted: bool | None = None  # None: follow the terminal's width
+        self._window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
+        self._console_theme_pushed = False
         self._by_signal = False  # closed by SIGHUP/SIGTERM: no terminal to print to
         self._replaced: str | None = None  # the database file was deleted or replaced
         self.unsaved_draft: str | None = None  # printed after exit if it is nowhere else
@@ -116,6 +156,7 @@ class ChatApp(TurnActions, App[int]):
         with Horizontal(id="body"):
             yield ConversationList(id="sidebar")
             with Vertical(id="main"):
+                yield Static(Content("new conversation"), id="header", markup=False)
                 yield OfflineBanner()
                 yield ChatView(id="chat")
                 yield Composer(id="composer")
@@ -125,7 +166,7 @@ class ChatApp(TurnActions, App[int]):
             tls_off=not self.settings.verify_tls,
             id="status-line",  # a cheap liveness probe in _widgets_alive
         )
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def chat(self) -> ChatView:
@@ -138,6 +179,10 @@ class ChatApp(TurnActions, App[int]):
     # -- life cycle ----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        if self.settings.theme and self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        self._apply_look()
+        self._theme_ready = True  # from now on a theme change is the user's: save it
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
@@ -155,6 +200,47 @@ class ChatApp(TurnActions, App[int]):
         # which the first frame does not need.
         self.call_after_refresh(self._begin_start)
 
+    def _apply_look(self) -> None:
+        """Markdown and code follow the app's theme (light code styles in light themes)."""
+        from .rendering import console_theme, look
+
+        look.dark = self.current_theme.dark
+        if self._console_theme_pushed:
+            self.console.pop_theme()
+        self.console.push_theme(console_theme(self.current_theme))
+        self._console_theme_pushed = True
+
+    def watch_theme(self, theme: str) -> None:
+        if not self._theme_ready:
+            return
+        self._apply_look()
+        with contextlib.suppress(NoMatches):
+            self.chat.restyle()
+        self._save_setting("theme", theme)
+
+    @work(group="save-settings", thread=True, exit_on_error=False)
+    def _save_setting(self, key: str, value: object) -> None:
+        """Write one setting to config.toml (comments and layout kept)."""
+        from ..config import ConfigError
+        from ..config_file import save_settings
+
+        try:
+            save_settings(self.settings.config_path, {key: value})
+        except ConfigError as exc:
+            self.call_from_thread(
+                self.notify, f"Not saved: {exc}", severity="warning", markup=False
+            )
+            return
+        self.settings = self.settings.replace(**{key: value})
+
+    def _tell_missing_config(self) -> None:
+        """Once, after start-up (not in the way of the first frame or the draft)."""
+        from ..config import missing_config_notice
+
+        notice = missing_config_notice()
+        if notice and not self._exiting:
+            self.notify(notice, title="Config file", severity="warning", timeout=6, markup=False)
+
     def _begin_start(self) -> None:
         # Its own task, so key presses and bindings keep flowing while it runs;
         # whatever needs the engine waits on `_engine_started` instead of being dropped.
@@ -163,6 +249,7 @@ class ChatApp(TurnActions, App[int]):
     async def _start_engine(self) -> None:
         try:
             await self._open_engine()
+            self._tell_missing_config()
         except Exception as exc:  # never a traceback on the user's screen
             if self._exiting:  # closed while starting: not a failure
                 log.info("start-up interrupted by exit: %s", type(exc).__name__)
@@ -344,7 +431,28 @@ class ChatApp(TurnActions, App[int]):
         super().exit(*args, **kwargs)  # type: ignore[arg-type]
 
     def _engine_listener(self, event: OutboxEvent) -> None:
+        # Chunks of a streaming reply come hundreds a second; they are gathered for
+        # DELTA_BATCH seconds and posted as one, so the message queue is not the cost.
+        if isinstance(event, ReplyDelta):
+            batch = self._pending_deltas.get(event.question.id)
+            if batch is None:
+                self._pending_deltas[event.question.id] = (event.question, [event.text])
+            else:
+                batch[1].append(event.text)
+            if self._delta_flush is None:
+                loop = asyncio.get_running_loop()
+                self._delta_flush = loop.call_later(DELTA_BATCH, self._flush_deltas)
+            return
+        self._flush_deltas()  # whatever streamed before this event is shown before it
         self.post_message(EngineEvent(event))
+
+    def _flush_deltas(self) -> None:
+        if self._delta_flush is not None:
+            self._delta_flush.cancel()
+            self._delta_flush = None
+        pending, self._pending_deltas = self._pending_deltas, {}
+        for question, texts in pending.values():
+            self.post_message(EngineEvent(ReplyDelta(question, "".join(texts))))
 
     def _reachability_listener(self, state: ReachabilityState) -> None:
         self.post_message(ReachabilityChanged(state))
@@ -361,7 +469,8 @@ class ChatApp(TurnActions, App[int]):
         conversation = await store.get_conversation(conversation_id) if conversation_id else None
         self.current = conversation
         if conversation is None:
-            await self.chat.show_conversation(None, [], has_older=False)
+            welcome = None if self.conversations else welcome_text(self.settings)
+            await self.chat.show_conversation(None, [], has_older=False, welcome=welcome)
         else:
             if at_seq is None:
                 page = await store.messages_page(conversation.id, limit=PAGE_SIZE)
@@ -378,11 +487,23 @@ class ChatApp(TurnActions, App[int]):
             draft = draft + self.composer.text
         with self.composer.prevent(Composer.Changed):
             self.composer.text = draft
+        self.composer.in_flight = 0
         self._draft_text = draft
         self._draft_loaded = True
         self.composer.move_cursor(self.composer.document.end)
         self.query_one(ConversationList).show(self.conversations, self._current_id)
         self.sub_title = conversation.title if conversation else "new conversation"
+        self._update_header()
+
+    def _update_header(self) -> None:
+        """The header line: the conversation's title and its model."""
+        title = sanitize(self.current.title) if self.current else "New conversation"
+        self.query_one("#header", Static).update(
+            Content.assemble(
+                (title or "(untitled)", "bold"),
+                ("  ·  " + sanitize(self._model_for(self.current)), "$text-muted"),
+            )
+        )
 
     @property
     def _current_id(self) -> int | None:
@@ -414,9 +535,11 @@ class ChatApp(TurnActions, App[int]):
 
     @on(Composer.Submitted)
     async def _submit(self, event: Composer.Submitted) -> None:
-        if not await self._engine_ready() or self.engine is None:
-            return
         text = event.text
+        if not await self._engine_ready() or self.engine is None:
+            with contextlib.suppress(NoMatches):  # closing: the draft keeps the text
+                self.composer.not_sent(text)
+            return
         # Another program may hold the database: say so soon, not after busy_timeout.
         # (Not a Textual timer: this handler holds the app's message queue meanwhile.)
         queueing = asyncio.ensure_future(
@@ -431,18 +554,20 @@ class ChatApp(TurnActions, App[int]):
             result = await queueing
         except StoreError as exc:
             # The text stays in the composer: nothing typed is lost.
+            self.composer.not_sent(text)
             self.notify(str(exc), title="Not queued", severity="error", markup=False, timeout=10)
             return
         finally:
             if self._widgets_alive():
                 self.composer.border_subtitle = ""
-        if self.composer.text == text:
-            self.composer.clear()
+        # Remove exactly what was queued; what was typed after Enter stays.
+        self.composer.sent(text)
         message = result.message
         if self.current is None or self.current.id != message.conversation_id:
             self.current = await self.engine.store.get_conversation(message.conversation_id)
             self.chat.conversation_id = message.conversation_id
             self.sub_title = self.current.title if self.current else ""
+            self._update_header()
             await self.chat.upsert(message)
         if result.duplicate:
             self.notify(
@@ -501,11 +626,13 @@ class ChatApp(TurnActions, App[int]):
         elif isinstance(event, ReplyStarted):
             await chat.stream_started(event.question)
             self.refresh_bindings()  # Esc (stop) shows in the footer only while a reply streams
+            self._schedule_refresh()
         elif isinstance(event, ReplyStored):
             await chat.stream_ended(event.question, event.reply)
             self.refresh_bindings()
             await self._show_context_start(event.question.conversation_id)
             self._schedule_refresh()
+            self._tell_reply_landed(event.reply)
         elif isinstance(event, ReplyAborted):
             await chat.stream_ended(event.question, None)
             self.refresh_bindings()
@@ -579,6 +706,8 @@ class ChatApp(TurnActions, App[int]):
             return
         self.query_one(StatusLine).reach = message.state
         self.query_one(OfflineBanner).show_state(message.state, self.queued)
+        if message.state.state not in ("online", "unknown"):
+            self.run_worker(self.chat.drop_empty_streams(), group="streams", exit_on_error=False)
 
     def _schedule_refresh(self) -> None:
         """Coalesce bursts of changes into one sidebar/counter refresh."""
@@ -597,7 +726,11 @@ class ChatApp(TurnActions, App[int]):
             return  # closing, or a passing lock: the next change refreshes again
         if not self._widgets_alive():
             return
-        self.query_one(StatusLine).queued = self.queued
+        status = self.query_one(StatusLine)
+        # A message being answered is not waiting: only the rest counts as queued.
+        sending = min(self.engine.outbox.sending, self.queued)
+        status.sending = sending
+        status.queued = self.queued - sending
         if self.reach is not None:
             self.query_one(OfflineBanner).show_state(self.reach, self.queued)
         self.query_one(ConversationList).show(self.conversations, self._current_id)
@@ -662,6 +795,71 @@ class ChatApp(TurnActions, App[int]):
         self.engine.outbox.wake()
         await self._refresh_queue_and_sidebar()
 
+    # -- notice when a reply lands ---------------------------------------------------------------
+
+    def on_app_blur(self) -> None:
+        self._window_focused = False
+
+    def on_app_focus(self) -> None:
+        self._window_focused = True
+
+    def _tell_reply_landed(self, reply: Message) -> None:
+        """A reply arrived where the user cannot see it (the terminal is not focused,
+        another conversation is open, or they scrolled up): ring, or notify (OSC 9)."""
+        mode = self.settings.notify
+        if mode == "off":
+            return
+        seen = (
+            self._window_focused
+            and reply.conversation_id == self._current_id
+            and self.chat.following
+        )
+        if seen:
+            return
+        if mode == "bell":
+            self.bell()
+        elif mode == "osc" and self._driver is not None:
+            self._driver.write("\x1b]9;chat-tui: a reply arrived\x07")
+
+    # -- copy ----------------------------------------------------------------------------------
+
+    @on(ChatView.Copied)
+    def _copied(self, event: ChatView.Copied) -> None:
+        self._copy_text(event.text, event.what)
+
+    def _copy_text(self, text: str, what: str) -> None:
+        # OSC 52: reaches the local clipboard through SSH, and through tmux with
+        # `set -g set-clipboard on`.
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied {len(text)} characters ({what}).", markup=False, timeout=3)
+
+    def action_copy_last_reply(self) -> None:
+        replies = [v for v in self.chat.query(MessageView) if v.message.role == "assistant"]
+        if not replies:
+            self.notify("No reply to copy yet.", markup=False, timeout=3)
+            return
+        self._copy_text(replies[-1].message.content, "the last reply")
+
+    def action_scroll_chat(self, where: str) -> None:
+        chat = self.chat
+        if where == "page_up":
+            chat.release_anchor()
+            chat.scroll_page_up(animate=False)
+        elif where == "page_down":
+            chat.scroll_page_down(animate=False)
+        elif where == "home":
+            chat.release_anchor()
+            chat.scroll_home(animate=False)
+        else:
+            chat.scroll_end(animate=False)
+            chat.anchor()
+
+    def action_focus_chat(self) -> None:
+        self.chat.focus()
+
+    def action_focus_composer(self) -> None:
+        self.composer.focus()
+
     # -- actions -------------------------------------------------------------------------------
 
     async def action_new_conversation(self) -> None:
@@ -695,6 +893,18 @@ class ChatApp(TurnActions, App[int]):
             if event.action == "retry":
                 await self.engine.outbox.retry(message.id)
                 self.notify(f"Message #{message.id} is queued again.", markup=False, timeout=3)
+            elif event.action == "cancel" and message.state == "sending":
+                # A request the server never answers: stop it (the outbox's stop
+                # path; without one, say why it cannot be cancelled yet).
+                stop = getattr(self.engine.outbox, "stop", None)
+                if stop is None or not await stop(message.id, "cancel"):
+                    self.notify(
+                        f"Message #{message.id} is being sent; it cannot be stopped now.",
+                        markup=False,
+                        timeout=4,
+                    )
+                    return
+                self.notify(f"Message #{message.id} stopped.", markup=False, timeout=3)
             elif event.action == "cancel":
                 await self.engine.outbox.cancel(message.id)
                 self.notify(
@@ -738,7 +948,9 @@ class ChatApp(TurnActions, App[int]):
         if view is not None:
             view.add_class("found")
             self.chat.release_anchor()  # stay on the hit, not the newest message
-            self.chat.scroll_to_widget(view, animate=False, top=True)
+            # The page was just mounted: its heights are known only after the next
+            # layout, so scroll then (scrolling now would use stale geometry).
+            self.chat.call_after_refresh(self.chat.scroll_to_widget, view, animate=False, top=True)
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_export(self) -> None:
@@ -756,6 +968,13 @@ class ChatApp(TurnActions, App[int]):
         if not answer or self.engine is None:
             return
         path = Path(answer.strip()).expanduser()
+        if path.exists():
+            overwrite = await self.push_screen_wait(
+                Confirm(f"{path} already exists. Replace it?", yes="Replace")
+            )
+            if not overwrite or self.engine is None:
+                self.notify("Not exported: the file is left as it was.", markup=False)
+                return
         fmt = "json" if path.suffix.lower() == ".json" else "md"
         messages = await self.engine.store.all_messages(self.current.id)
         try:
@@ -767,7 +986,165 @@ class ChatApp(TurnActions, App[int]):
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(ConversationList)
-        sidebar.display = not sidebar.display
+        self._sidebar_wanted = not sidebar.display
+        self._place_sidebar()
+        if sidebar.display and sidebar.has_class("-overlay"):
+            sidebar.focus()
+        elif not sidebar.display and self.focused is None:
+            self.composer.focus()
+
+    def on_resize(self) -> None:
+        self._place_sidebar()
+
+    def _place_sidebar(self) -> None:
+        """Wide: the list sits beside the chat. Narrow: hidden unless asked for, and
+        then it overlays the chat instead of squeezing it."""
+        sidebar = self.query_one(ConversationList)
+        narrow = self.size.width < self.NARROW
+        wanted = self._sidebar_wanted if self._sidebar_wanted is not None else not narrow
+        sidebar.set_class(narrow, "-overlay")
+        sidebar.display = wanted
+        if not wanted and self.focused is sidebar:
+            self.composer.focus()
+
+    @on(OptionList.OptionSelected, "#sidebar")
+    def _close_overlay_sidebar(self) -> None:
+        sidebar = self.query_one(ConversationList)
+        if sidebar.has_class("-overlay"):
+            self._sidebar_wanted = False
+            self._place_sidebar()
+
+    def on_key(self, event: events.Key) -> None:
+        """Printable keys typed while the list or the chat has focus go to the composer."""
+        focused = self.focused
+        if (
+            event.is_printable
+            and event.character
+            and isinstance(focused, ConversationList | ChatView)
+            # the widget's own keys (y, c, j, k in the chat) stay its own
+            and event.key not in focused._bindings.key_to_bindings
+            and isinstance(self.screen, Screen)
+            and not isinstance(self.screen, ModalScreen)
+        ):
+            event.stop()
+            event.prevent_default()
+            self.composer.focus()
+            self.composer.insert(event.character)
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen, binding_rows
+        from .screens.queue import QueueScreen as Queue
+
+        composer_keys = [
+            Binding("enter", "", "Send the message"),
+            Binding("ctrl+j", "", "New line"),
+            Binding("tab", "", "Go to the messages (select one to copy it)"),
+            Binding("pageup,pagedown", "", "Scroll the chat"),
+            Binding("ctrl+home,ctrl+end", "", "First / newest message"),
+        ]
+        sections = [
+            ("Everywhere", self.BINDINGS),
+            ("Writing", composer_keys),
+            ("Messages (after Tab)", ChatView.BINDINGS),
+            ("Queue (Ctrl+O)", Queue.BINDINGS),
+        ]
+        self.push_screen(HelpScreen(binding_rows(self, sections)))
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def action_settings(self) -> None:
+        from .screens.settings import SettingsScreen
+
+        cached = self._cached_models()
+        screen = SettingsScreen(self.settings, sorted(self.available_themes), self.theme, cached)
+        self._fetch_models(screen)
+        change = await self.push_screen_wait(screen)
+        if change is None or not change.values:
+            return
+        await self._apply_settings(change.values)
+
+    def _models_cache(self) -> Path:
+        return self.settings.data_dir / "models.json"
+
+    def _cached_models(self) -> list[str]:
+        import json
+
+        try:
+            data = json.loads(self._models_cache().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        models = data.get(self.settings.base_url) if isinstance(data, dict) else None
+        return [str(m) for m in models] if isinstance(models, list) else []
+
+    @work(group="models", exclusive=True, exit_on_error=False)
+    async def _fetch_models(self, screen: Screen) -> None:
+        """Ask the endpoint for its models; show them and keep them for offline use."""
+        import json
+
+        from ..endpoint import DeliveryError
+
+        if not await self._engine_ready() or self.engine is None:
+            return
+        try:
+            models = await self.engine.endpoint.list_models()
+        except DeliveryError as exc:
+            log.info("model list not available: %s", exc)
+            return
+        if screen.is_attached:
+            screen.show_models(models)  # type: ignore[attr-defined]
+        path = self._models_cache()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            if not isinstance(data, dict):
+                data = {}
+            data[self.settings.base_url] = models
+            path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            log.info("model list not cached: %s", exc)
+
+    async def _apply_settings(self, values: dict[str, object]) -> None:
+        """Save to config.toml (comments kept), then use the new values now."""
+        from ..config import ConfigError
+        from ..config_file import save_settings
+
+        try:
+            await asyncio.to_thread(save_settings, self.settings.config_path, values)
+        except ConfigError as exc:
+            self.notify(f"Settings not saved: {exc}", severity="error", markup=False)
+            return
+        theme = values.pop("theme", None)
+        self.settings = self.settings.replace(**values)
+        if theme is not None:
+            self._theme_ready = False  # already saved with the rest
+            self.theme = str(theme)
+            self._apply_look()
+            self.chat.restyle()
+            self._theme_ready = True
+        if {"base_url", "model", "system_prompt"} & values.keys():
+            await self._reopen_engine()
+        self.notify("Settings saved.", markup=False, timeout=3)
+
+    async def _reopen_engine(self) -> None:
+        """A new endpoint or model: close the engine (leases released) and open it
+        again with the new settings; queued messages go to the new endpoint."""
+        from ..engine import Engine
+
+        await self._save_draft_now()
+        old, self.engine = self.engine, None
+        if old is not None:
+            await old.close()
+        self.engine = await Engine.open(
+            self.settings,
+            listener=self._engine_listener,
+            on_reachability=self._reachability_listener,
+        )
+        self.engine.start_watching()
+        self.engine.start_delivery()
+        status = self.query_one(StatusLine)
+        status.endpoint = self.settings.base_url
+        status.set_model(self._model_for(self.current))
+        self._update_header()
+        self.chat.set_welcome(None if self.conversations else welcome_text(self.settings))
+        await self._refresh_queue_and_sidebar()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_rename(self) -> None:
@@ -779,6 +1156,7 @@ class ChatApp(TurnActions, App[int]):
             await self.engine.store.rename_conversation(self.current.id, title)
             self.current = await self.engine.store.get_conversation(self.current.id)
             self.sub_title = title.strip()
+            self._update_header()
             await self._refresh_queue_and_sidebar()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
@@ -816,6 +1194,7 @@ class ChatApp(TurnActions, App[int]):
         )
         self.current = await self.engine.store.get_conversation(self.current.id)
         self.query_one(StatusLine).set_model(self._model_for(self.current))
+        self._update_header()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_set_system_prompt(self) -> None:
@@ -871,6 +1250,15 @@ class ChatApp(TurnActions, App[int]):
             "Export conversation",
             "Write this conversation to a Markdown or JSON file (F4)",
             self.action_export,
+        )
+        yield SystemCommand(
+            "Settings", "Endpoint, model, system prompt, theme (F3)", self.action_settings
+        )
+        yield SystemCommand("Keys", "Every key (F1)", self.action_help)
+        yield SystemCommand(
+            "Copy last reply",
+            "Put the newest reply on the clipboard (OSC 52: works over SSH and tmux)",
+            self.action_copy_last_reply,
         )
         yield SystemCommand(
             "Toggle sidebar",

@@ -1,6 +1,6 @@
 """The chat window's actions for endpoints and turns, as a mixin of ChatApp.
 
-Regenerate (Ctrl+G), edit the last message (F3), edit an earlier one into a
+Regenerate (Ctrl+G), edit the last message (F6), edit an earlier one into a
 branch (palette), switch a turn's versions (Alt+← / Alt+→), keep a fallback
 answer and cancel its question (Ctrl+L), choose the conversation's endpoint
 (palette). Every change goes through the store and the one outbox; these
@@ -274,7 +274,7 @@ class TurnActions:
         )
         yield SystemCommand(
             "Edit last message",
-            "Edit and resend the last message; the old turn is kept (F3)",
+            "Edit and resend the last message; the old turn is kept (F6)",
             self.action_edit_last,
         )
         yield SystemCommand(

@@ -12,8 +12,10 @@ from textual.widgets import Button, Input, Label
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
-    width: 64; height: auto; padding: 1 2; border: thick $primary; background: $surface;
+    width: 64; max-width: 100%; height: auto; max-height: 100%; padding: 1 2;
+    border: thick $primary; background: $surface;
 }}
+{name} > Vertical > Label {{ width: 100%; height: auto; }}
 {name} Horizontal {{ height: auto; align-horizontal: right; margin-top: 1; }}
 {name} Button {{ margin-left: 1; }}
 """

@@ -60,6 +60,7 @@ class QueueScreen(ModalScreen[None]):
         self.items = items
         option_list = self.query_one(OptionList)
         highlighted = option_list.highlighted
+        blocked = _blocked_ids(items)
         options = [
             Option(
                 Content.assemble(
@@ -67,6 +68,12 @@ class QueueScreen(ModalScreen[None]):
                     sanitize(item.conversation_title)[:30] or "(untitled)",
                     " · ",
                     (sanitize(message_status(item.message))[:90], _style(item.message.state)),
+                    (
+                        " · waiting for the failed message above"
+                        if item.message.id in blocked
+                        else "",
+                        "$text-muted",
+                    ),
                     "\n  ",
                     sanitize(item.message.content.replace("\n", " "))[:100],
                 ),
@@ -92,3 +99,17 @@ class QueueScreen(ModalScreen[None]):
 
 def _style(state: str) -> str:
     return {"failed": "$error", "expired": "$error", "sending": "$accent"}.get(state, "$warning")
+
+
+def _blocked_ids(items: list[QueueItem]) -> set[int]:
+    """Queued messages behind a failed or expired one of their conversation
+    (items come ordered by conversation, then seq)."""
+    failed_in: set[int] = set()
+    blocked: set[int] = set()
+    for item in items:
+        m = item.message
+        if m.state in ("failed", "expired"):
+            failed_in.add(m.conversation_id)
+        elif m.state == "queued" and m.conversation_id in failed_in:
+            blocked.add(m.id)
+    return blocked

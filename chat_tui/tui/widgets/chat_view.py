@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message as TextualMessage
@@ -24,12 +26,13 @@ from textual.widgets import Static
 
 if TYPE_CHECKING:
     from rich.markdown import Markdown as RichMarkdown
+    from textual.timer import Timer
     from textual.widgets import Collapsible, Markdown
-    from textual.widgets.markdown import MarkdownStream
 
-from ...sanitize import sanitize
+from ...sanitize import StreamSanitizer, sanitize
 from ...store import Message
 from ..formatting import clock, message_status
+from ..rendering import CachedRender, hard_breaks, render_markdown, safe_split
 
 PAGE_SIZE = 40  # about 300 ms to mount on this 2-core machine; older pages load on scroll
 
@@ -55,10 +58,19 @@ class MessageView(Static):
 
     HEADER_STYLES = {"queued": "yellow", "sending": "yellow", "failed": "red", "expired": "red"}
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, message: Message, *, drawn: list[CachedRender] | None = None) -> None:
         super().__init__(classes=f"{message.role} {message.state}", markup=False)
         self.message = message
+        self.blocked = False  # queued behind a failed message of the same conversation
+        # A reply that was just streamed arrives with its Markdown already drawn, in
+        # the pieces the stream drew (a 30 KB reply takes half a second to draw again).
+        self._drawn = drawn
         self.update(self._renderable())
+
+    def set_blocked(self, blocked: bool) -> None:
+        if blocked != self.blocked:
+            self.blocked = blocked
+            self.update(self._renderable())
 
     @property
     def header_text(self) -> str:
@@ -66,10 +78,10 @@ class MessageView(Static):
 
     show_reasoning = False  # a reply's stored thinking: one quiet line until clicked
 
-    def _renderable(self) -> Group:
+    def _renderable(self) -> CachedRender:
         m = self.message
         style = "yellow" if m.role == "notice" else self.HEADER_STYLES.get(m.state, "dim")
-        parts: list[Text | RichMarkdown] = [Text(self._header(), style=style)]
+        parts: list[object] = [Text(self._header(), style=style)]
         reasoning = m.meta.get("reasoning") if m.role == "assistant" else None
         if reasoning:
             if self.show_reasoning:
@@ -81,7 +93,7 @@ class MessageView(Static):
                     Text(f"▸ Thinking · {lines} line(s) (click to show)", style="dim italic")
                 )
         parts.append(self._body())
-        return Group(*parts)
+        return CachedRender(Group(*parts))
 
     def on_click(self) -> None:
         if self.message.role == "assistant" and self.message.meta.get("reasoning"):
@@ -90,15 +102,17 @@ class MessageView(Static):
 
     def _body(self) -> Text | RichMarkdown:
         text = sanitize(self.message.content)
-        # Offline answers quote an earlier reply, so they render like one.
+        # Replies, the user's own messages, offline answers and fallback answers
+        # (which quote or are replies) all read as Markdown, through one renderer.
+        # Rich's Markdown, not Rich markup: "[bold]" stays literal; links show
+        # their target and are never opened.
+        if self.message.role == "user":
+            return render_markdown(hard_breaks(text))
         kind = self.message.meta.get("kind")
         if self.message.role == "assistant" or kind in ("offline_answer", "fallback_answer"):
-            # Rich's Markdown, not Rich markup: "[bold]" stays literal. Links
-            # show their target beside the text and are never opened. Imported
-            # here: the first frame of an empty window does not need it.
-            from rich.markdown import Markdown as RichMarkdown
-
-            return RichMarkdown(text, hyperlinks=False)
+            if self._drawn:
+                return Group(*joined(self._drawn))
+            return render_markdown(text)
         return Text(text)
 
     def _header(self) -> str:
@@ -106,6 +120,8 @@ class MessageView(Static):
         when = clock(m.created_at)
         if m.role == "user":
             hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
+            if self.blocked:
+                hint = " · waiting for the failed message above"
             total = int(m.meta.get("versions", 1))
             versions = f" · ‹ {m.meta.get('version', 1)}/{total} › Alt+←/→" if total > 1 else ""
             return f"You · {when} · {sanitize(message_status(m))}{versions}{hint}"
@@ -118,46 +134,79 @@ class MessageView(Static):
             return header + "".join(f" · {label}" for label in reply_labels(m))
         return sanitize(str(m.meta.get("label") or f"Note · {when}"))
 
-    def update_message(self, message: Message) -> None:
+    def update_message(self, message: Message, *, redraw: bool = False) -> None:
         """Show a new state (and new text, if it was edited) without remounting."""
+        if redraw or message.content != self.message.content:
+            self._drawn = None
         self.message = message
         self.set_classes(f"{message.role} {message.state}")
         self.update(self._renderable())
 
 
+def joined(pieces: list[CachedRender]) -> list[object]:
+    """Markdown drawn in pieces, with the blank line a whole render puts between blocks."""
+    out: list[object] = []
+    for i, piece in enumerate(pieces):
+        if i:
+            out.append(Text(""))
+        out.append(piece)
+    return out
+
+
 class StreamingReply(Vertical):
     """An assistant reply while it streams; replaced by a MessageView once stored.
+
+    Drawn with the same renderer as a stored reply, so nothing jumps when it
+    is swapped. Cost stays flat however long the reply grows: each complete
+    Markdown block (up to a blank line outside a code fence) is drawn once
+    into its own ``Static`` and kept; only the unfinished tail is redrawn, and
+    at most every ``REDRAW_INTERVAL`` seconds however fast the chunks come.
 
     A thinking model's reasoning shows live in a dimmed, collapsible
     "Thinking…" block above the answer, collapsed once the answer starts.
     """
 
+    # 10 redraws a second read as smooth text; each costs a layout and a frame of
+    # the whole chat (it scrolls), so more would only burn CPU.
+    REDRAW_INTERVAL = 0.1
+    # Complete blocks are frozen in pieces of at least this many characters: fewer
+    # widgets to lay out, and the redrawn tail stays small.
+    FREEZE_AT = 1500
+
     DEFAULT_CSS = """
     StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
     StreamingReply > .header { height: 1; color: $accent; }
-    StreamingReply > Markdown { margin: 0; padding: 0; }
     StreamingReply > Collapsible { margin: 0; padding: 0; border: none; color: $text-muted; }
     StreamingReply > Collapsible .thinking { color: $text-muted; text-style: italic; }
+    StreamingReply > .block { height: auto; }
+    StreamingReply > .frozen { margin-bottom: 1; }
     """
 
     THINKING_REFRESH = 0.1  # seconds: reasoning repaints at most this often
 
     def __init__(self, question: Message) -> None:
         super().__init__()
-        from textual.widgets import Markdown  # only a streaming reply pays for this import
-
         self.question = question
-        self.markdown = Markdown("", open_links=False)
-        self._stream: MarkdownStream | None = None
+        self.text = ""  # sanitized text received so far
         self.received = 0
+        self.drawn = 0  # characters of ``text`` handed to the screen so far
+        self.pieces: list[CachedRender] = []  # the frozen blocks, drawn once
+        self._tail_piece: CachedRender | None = None
+        self._sanitizer = StreamSanitizer()
+        self._frozen = 0  # text[:_frozen] is drawn in blocks that no longer change
+        self._header = Static(
+            Content("Assistant · streaming… · Esc stops"), classes="header", markup=False
+        )
+        self._tail = Static("", classes="block", markup=False)
+        self._timer: Timer | None = None
         self.thinking: list[str] = []
         self._thinking_view: Static | None = None
         self._thinking_box: Collapsible | None = None
         self._thinking_pending = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Content("Assistant · streaming… · Esc stops"), classes="header", markup=False)
-        yield self.markdown
+        yield self._header
+        yield self._tail
 
     async def think(self, text: str) -> None:
         """Some reasoning arrived: shown in the Thinking block (batched repaints)."""
@@ -169,7 +218,7 @@ class StreamingReply(Vertical):
             self._thinking_box = Collapsible(
                 self._thinking_view, title="Thinking…", collapsed=self.received > 0
             )
-            await self.mount(self._thinking_box, before=self.markdown)
+            await self.mount(self._thinking_box, after=self._header)
         if not self._thinking_pending:
             self._thinking_pending = True
             self.set_timer(self.THINKING_REFRESH, self._show_thinking)
@@ -180,28 +229,77 @@ class StreamingReply(Vertical):
             self._thinking_view.update(Content(sanitize("".join(self.thinking))))
 
     async def write(self, text: str) -> None:
-        if self._stream is None:
-            self._stream = self.markdown.get_stream(self.markdown)
-            if self._thinking_box is not None:  # the answer starts: fold the thinking away
-                self._thinking_box.collapsed = True
-                self._thinking_box.title = "Thinking (click to show)"
+        if not self.received and self._thinking_box is not None:
+            # The answer starts: fold the thinking away.
+            self._thinking_box.collapsed = True
+            self._thinking_box.title = "Thinking (click to show)"
         self.received += len(text)
-        await self._stream.write(text)
+        self.text += self._sanitizer.feed(text)
+        if self._timer is None:
+            self._timer = self.set_timer(self.REDRAW_INTERVAL, self._redraw)
+
+    async def _redraw(self) -> None:
+        self._timer = None
+        split = safe_split(self.text, self._frozen)
+        if split - self._frozen >= self.FREEZE_AT:
+            piece = CachedRender(render_markdown(self.text[self._frozen : split]))
+            self.pieces.append(piece)
+            block = Static(piece, classes="block frozen", markup=False)
+            self._frozen = split
+            await self.mount(block, before=self._tail)
+        # Cached: Textual measures the height, then draws; one Markdown render serves both.
+        self._tail_piece = CachedRender(render_markdown(self.text[self._frozen :]))
+        self._tail.update(self._tail_piece)
+        self.drawn = len(self.text)
 
     async def stop(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            await stream.stop()
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.text += self._sanitizer.flush()
+        if self.is_attached:
+            await self._redraw()
+
+    def drawn_pieces(self, content: str) -> list[CachedRender] | None:
+        """The Markdown as drawn, if it is exactly the stored reply's ``content``."""
+        if self._tail_piece is None or self.text != sanitize(content):
+            return None
+        tail = [self._tail_piece] if self.text[self._frozen :].strip() else []
+        return [*self.pieces, *tail]
 
 
 class ChatView(VerticalScroll, can_focus=True):
-    """The messages of the open conversation, oldest at the top."""
+    """The messages of the open conversation, oldest at the top.
+
+    With focus, one message is selected (Up/Down, or a click): ``y`` copies
+    it, ``c`` its code block (``2c`` the second one…).
+    """
 
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
     ChatView > .context-marker { color: $text-muted; text-style: italic; margin: 0 0 1 0; }
+    ChatView > .welcome {
+        margin: 1 2 0 2; padding: 0 2; border: round $accent; height: auto; max-width: 76;
+    }
+    ChatView MessageView.-selected { background: $boost; }
+    ChatView:focus MessageView.-selected { background: $accent 20%; }
     """
+
+    BINDINGS = [
+        Binding("up,k", "select(-1)", "Previous", show=False),
+        Binding("down,j", "select(1)", "Next", show=False),
+        Binding("y", "copy_message", "Copy"),
+        Binding("c", "copy_code", "Copy code"),
+        Binding("tab,escape", "app.focus_composer", "Composer", show=False),
+    ]
+
+    @dataclass
+    class Copied(TextualMessage):
+        """Text the user asked to copy (the app sends it to the clipboard)."""
+
+        text: str
+        what: str
 
     @dataclass
     class NeedOlder(TextualMessage):
@@ -222,11 +320,91 @@ class ChatView(VerticalScroll, can_focus=True):
         self._loading_older = False
         self._placeholder: Static | None = None  # "No messages yet", while there are none
         self._context_marker: Static | None = None  # where the model's memory starts
+        self.selected: MessageView | None = None
+        self._count = ""  # digits typed before ``c``: which code block
+
+    # -- selection and copy -------------------------------------------------------------------
+
+    def _ordered(self) -> list[MessageView]:
+        return [v for v in self.query(MessageView)]
+
+    def select(self, view: MessageView | None) -> None:
+        if self.selected is not None and self.selected is not view:
+            self.selected.remove_class("-selected")
+        self.selected = view
+        if view is not None:
+            view.add_class("-selected")
+            self.release_anchor()
+            self.scroll_to_widget(view, animate=False)
+
+    def on_focus(self) -> None:
+        if self.selected is None or not self.selected.is_attached:
+            ordered = self._ordered()
+            self.select(ordered[-1] if ordered else None)
+
+    def action_select(self, delta: int) -> None:
+        ordered = self._ordered()
+        if not ordered:
+            return
+        if self.selected in ordered:
+            index = ordered.index(self.selected) + delta
+        else:
+            index = len(ordered) - 1
+        self.select(ordered[max(0, min(index, len(ordered) - 1))])
+        if index >= len(ordered) - 1 and delta > 0:
+            self.anchor()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.character is not None and event.character.isdigit():
+            self._count = (self._count + event.character)[-3:]
+            event.stop()
+            event.prevent_default()
+        elif event.key not in ("c",):
+            self._count = ""
+
+    def action_copy_message(self) -> None:
+        if self.selected is None:
+            return
+        self.post_message(self.Copied(self.selected.message.content, "the message"))
+
+    def action_copy_code(self) -> None:
+        from ..copying import code_blocks
+
+        count, self._count = self._count, ""
+        if self.selected is None:
+            return
+        blocks = code_blocks(self.selected.message.content)
+        if not blocks:
+            self.notify("This message has no code block.", markup=False, timeout=3)
+            return
+        n = int(count) if count else 1
+        if not 1 <= n <= len(blocks):
+            self.notify(f"This message has {len(blocks)} code block(s).", markup=False, timeout=3)
+            return
+        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
+        self.post_message(self.Copied(blocks[n - 1], what))
+
+    def on_click(self, event: events.Click) -> None:
+        widget = event.widget
+        while widget is not None and not isinstance(widget, MessageView) and widget is not self:
+            widget = widget.parent  # type: ignore[assignment]
+        if isinstance(widget, MessageView):
+            self.select(widget)
 
     # -- whole-conversation loads ---------------------------------------------------------
 
+    def set_welcome(self, welcome: Content | None) -> None:
+        """Refresh the empty-conversation text (e.g. the endpoint changed)."""
+        if self._placeholder is not None and welcome is not None:
+            self._placeholder.update(welcome)
+
     async def show_conversation(
-        self, conversation_id: int | None, messages: list[Message], *, has_older: bool
+        self,
+        conversation_id: int | None,
+        messages: list[Message],
+        *,
+        has_older: bool,
+        welcome: Content | None = None,
     ) -> None:
         """Replace what is shown with ``messages`` (the newest page)."""
         await self._stop_streams()
@@ -236,9 +414,13 @@ class ChatView(VerticalScroll, can_focus=True):
         await self.remove_children()
         self.has_older = has_older
         self._placeholder = None
+        # Follow the end from the start, also in an empty conversation: its first
+        # reply must scroll as it streams in.
+        self.anchor()
         if not messages:
             self._placeholder = Static(
-                Content("No messages yet. Type below and press Enter."), classes="empty"
+                welcome or Content("No messages yet. Type below and press Enter."),
+                classes="welcome" if welcome else "empty",
             )
             await self.mount(self._placeholder)
             return
@@ -246,6 +428,7 @@ class ChatView(VerticalScroll, can_focus=True):
         for view in views:
             self._views[view.message.id] = view
         await self.mount_all(views)
+        self.mark_blocked()
         self.anchor()
         self.scroll_end(animate=False, immediate=True)
 
@@ -280,13 +463,14 @@ class ChatView(VerticalScroll, can_focus=True):
 
     # -- single-message updates --------------------------------------------------------------
 
-    async def upsert(self, message: Message) -> None:
+    async def upsert(self, message: Message, *, drawn: list[CachedRender] | None = None) -> None:
         """Show a new message, or a new state of one already shown."""
         if message.conversation_id != self.conversation_id:
             return
         view = self._views.get(message.id)
         if view is not None:
             view.update_message(message)
+            self.mark_blocked()
             return
         oldest = self.oldest_seq
         if oldest is not None and message.seq < oldest:
@@ -294,7 +478,7 @@ class ChatView(VerticalScroll, can_focus=True):
         if self._placeholder is not None:
             placeholder, self._placeholder = self._placeholder, None
             await placeholder.remove()
-        view = MessageView(message)
+        view = MessageView(message, drawn=drawn)
         self._views[message.id] = view
         # Keep seq order: mount before the first view with a larger seq.
         after = [v for v in self._views.values() if v.message.seq > message.seq and v.is_attached]
@@ -304,6 +488,7 @@ class ChatView(VerticalScroll, can_focus=True):
             await self.mount(view, before=stream)
         else:
             await self.mount(view, before=before)
+        self.mark_blocked()
         if before is None:
             await self._trim_oldest()
             self.scroll_end(animate=False)
@@ -390,14 +575,48 @@ class ChatView(VerticalScroll, can_focus=True):
         if live is not None:
             await live.stop()
         if reply is not None:
-            await self.upsert(reply)
+            drawn = live.drawn_pieces(reply.content) if live is not None else None
+            await self.upsert(reply, drawn=drawn)
         if live is not None:
             await live.remove()
+
+    async def drop_empty_streams(self) -> None:
+        """The endpoint went offline: a reply that has not sent a word will not come
+        on this connection, so its "streaming…" bubble goes (the question stays
+        queued and shows its own state)."""
+        for question_id, live in list(self._streams.items()):
+            if live.received == 0:
+                del self._streams[question_id]
+                await live.stop()
+                await live.remove()
+
+    def mark_blocked(self) -> None:
+        """Queued messages behind a failed or expired one say what they wait for."""
+        blocked = False
+        for view in sorted(self._views.values(), key=lambda v: v.message.seq):
+            message = view.message
+            if message.role != "user":
+                continue
+            view.set_blocked(blocked and message.state == "queued")
+            if message.state in ("failed", "expired"):
+                blocked = True
 
     async def _stop_streams(self) -> None:
         for live in self._streams.values():
             await live.stop()
         self._streams.clear()
+
+    @property
+    def following(self) -> bool:
+        """Is the view kept at the newest message (anchored, not scrolled away)?"""
+        # Textual keeps "the user scrolled away" in a private flag; the end of the
+        # scroll range alone is stale right after a mount, before layout.
+        return (self.is_anchored and not self._anchor_released) or self.is_vertical_scroll_end
+
+    def restyle(self) -> None:
+        """The theme changed: draw every shown message again (code colours follow it)."""
+        for view in self._views.values():
+            view.update_message(view.message, redraw=True)
 
     def view_for(self, message_id: int) -> MessageView | None:
         return self._views.get(message_id)

@@ -12,11 +12,23 @@ from ...sanitize import sanitize
 from ...store import Conversation
 from ..formatting import clock
 
+TITLE_WIDTH = 28  # the list is 32 wide: padding, scrollbar and border take the rest
+
+
+def ellipsis(text: str, width: int) -> str:
+    """One line, cut with an ellipsis rather than wrapped."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
 
 class ConversationList(OptionList):
     DEFAULT_CSS = """
     ConversationList {
         width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2;
+    }
+    ConversationList.-overlay {
+        dock: left; layer: overlay; height: 100%; border-right: thick $primary;
+        background: $surface;
     }
     """
 
@@ -25,7 +37,10 @@ class ConversationList(OptionList):
         options = [
             Option(
                 Content.assemble(
-                    ("↳ " if c.branch_of else "") + (sanitize(c.title) or "(untitled)")[:40],
+                    ("↳ " if c.branch_of else "")
+                    + ellipsis(
+                        sanitize(c.title) or "(untitled)", TITLE_WIDTH - 2 * bool(c.branch_of)
+                    ),
                     "\n",
                     (clock(c.updated_at), "dim"),
                     (f" · branch of #{c.branch_of}", "dim") if c.branch_of else "",

@@ -26,7 +26,8 @@ class StatusLine(Static):
     StatusLine { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
     """
 
-    queued: reactive[int] = reactive(0)
+    queued: reactive[int] = reactive(0)  # waiting to go out, not counting those being answered
+    sending: reactive[int] = reactive(0)  # being answered right now: not a reason for alarm
     reach: reactive[ReachabilityState | None] = reactive(None)
 
     def __init__(
@@ -50,6 +51,9 @@ class StatusLine(Static):
     def watch_queued(self) -> None:
         self.refresh_line()
 
+    def watch_sending(self) -> None:
+        self.refresh_line()
+
     def watch_reach(self) -> None:
         self.refresh_line()
 
@@ -63,6 +67,8 @@ class StatusLine(Static):
             " · ",
             sanitize(self.model),
         ]
+        if self.sending:
+            parts += ["  ", (f"↻ {self.sending} being answered", "$accent")]
         if self.queued:
             parts += ["  ", (f"◷ {self.queued} queued", "bold $warning")]
         if self.elsewhere:
@@ -77,7 +83,8 @@ class OfflineBanner(Static):
 
     DEFAULT_CSS = """
     OfflineBanner {
-        height: auto; padding: 0 1; background: $error 30%; color: $text; display: none;
+        height: auto; max-height: 2; padding: 0 1; background: $error 30%; color: $text;
+        display: none; text-wrap: nowrap; text-overflow: ellipsis;
     }
     OfflineBanner.-captive { background: $warning 30%; }
     OfflineBanner.-visible { display: block; }
