@@ -251,6 +251,9 @@ class FaultServer:
         self.report_context = False
         #: Refuse ``stream_options`` with a 400, as some older proxies do.
         self.reject_stream_options = False
+        #: Report llama.cpp-style ``timings.predicted_per_second`` with the usage
+        #: (a fixed speed, for screens that must not change from run to run).
+        self.tokens_per_second: float | None = None
         self.requests: list[RequestRecord] = []
         self._mode = "ok"
         self._faults: collections.deque[Fault] = collections.deque()
@@ -792,6 +795,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [],
                 "usage": self._usage(text),
             }
+            speed = self.server.fault_server.tokens_per_second
+            if speed is not None:
+                chunk["timings"] = {"predicted_per_second": speed}
             self.wfile.write(b"data: " + _dumps(chunk) + b"\n\n")
 
     def _send_overflow(self, style: str, used: int, n_ctx: int) -> None:

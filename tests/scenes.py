@@ -302,6 +302,7 @@ class SceneRun:
 
         self.scene = scene
         self.server = FaultServer(port=SCENE_PORT).start()
+        self.server.tokens_per_second = 42.0  # a reply's header shows it: keep it fixed
         if scene.seed is not None:
             asyncio.run(scene.seed(data_dir))
         for fault in scene.faults:

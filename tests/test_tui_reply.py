@@ -77,13 +77,13 @@ async def test_thinking_shows_live_then_folds_when_the_answer_starts(
         stored = replies(app)[0]
         assert stored.message.content == "The answer is 42."
         assert stored.message.meta["reasoning"].startswith("Step one.")
-        lines = [str(part) for part in stored._renderable().renderables]
+        lines = [str(part) for part in stored._renderable().renderable.renderables]
         assert lines[1].startswith("▸ Thinking") and "Step one" not in "".join(lines)
         app.chat.scroll_end(animate=False)
         await pilot.pause()
         await pilot.click(stored, offset=(3, 1))
         assert stored.show_reasoning
-        lines = [str(part) for part in stored._renderable().renderables]
+        lines = [str(part) for part in stored._renderable().renderable.renderables]
         assert any(line.startswith("Step one.") for line in lines)
 
 

@@ -116,7 +116,7 @@ class ChatApp(TurnActions, App[int]):
         Binding("alt+left", "version_prev", "Prev version", show=False),
         Binding("alt+right", "version_next", "Next version", show=False),
         Binding("ctrl+l", "keep_local", "Keep local answer", show=False),
-        Binding("escape", "stop_reply", "Stop reply"),
+        Binding("escape", "stop_reply", "Stop"),  # shown only while a reply streams
     ]
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
