@@ -195,6 +195,9 @@ def test_text_typed_while_starting_survives_sighup(server: FaultServer, tmp_path
         try:
             assert term.read_until(b"Enter sends")
             term.type("typed early")
+            # Signal once the app has read the keys (they are on screen): bytes still
+            # in the terminal's buffer when the session drops never reached it.
+            assert term.read_until(b"typed early")
             term.drain(delay)
             os.kill(term.pid, signal.SIGHUP)
             assert term.wait() == 0, term.output[-2000:]
