@@ -807,13 +807,13 @@ class ChatApp(TurnActions, App[int]):
         """A reply arrived where the user cannot see it (the terminal is not focused,
         another conversation is open, or they scrolled up): ring, or notify (OSC 9)."""
         mode = self.settings.notify
-        if mode == "off":
+        if mode == "off" or not self._widgets_alive():
             return
-        seen = (
-            self._window_focused
-            and reply.conversation_id == self._current_id
-            and self.chat.following
-        )
+        try:
+            following = self.chat.following
+        except NoMatches:  # the widgets went between the event and now (shutting down)
+            return
+        seen = self._window_focused and reply.conversation_id == self._current_id and following
         if seen:
             return
         if mode == "bell":
