@@ -566,18 +566,31 @@ class Endpoint:
     async def fetch_json(
         self, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 3.0
     ) -> Any:
-        """A small JSON side request (e.g. the server's context size); None on any failure."""
+        """A small JSON side request (e.g. the server's context size); None on any failure.
+
+        Bounded in time as a whole and in size: a server that answers something
+        else (a stream, an endless body) must not hold up the request it precedes.
+        """
+        limit = 1024 * 1024
         try:
-            response = await self._client.request(
-                method,
-                url,
-                json=body,
-                timeout=httpx.Timeout(min(self.settings.connect_timeout, timeout), read=timeout),
-            )
-            if response.status_code != 200 or not _looks_like_json(response):
-                return None
-            return json.loads(response.content[: 1024 * 1024])
-        except (httpx.HTTPError, ValueError):
+            async with asyncio.timeout(timeout + self.settings.connect_timeout):
+                async with self._client.stream(
+                    method,
+                    url,
+                    json=body,
+                    timeout=httpx.Timeout(
+                        min(self.settings.connect_timeout, timeout), read=timeout
+                    ),
+                ) as response:
+                    if response.status_code != 200 or not _looks_like_json(response):
+                        return None
+                    data = b""
+                    async for piece in response.aiter_bytes():
+                        data += piece
+                        if len(data) > limit:
+                            return None
+            return json.loads(data)
+        except (httpx.HTTPError, ValueError, TimeoutError):
             return None
 
     async def list_models(self, timeout: float = 5.0) -> list[str]:
