@@ -208,7 +208,11 @@ async def _search(pilot, app: ChatApp, server: FaultServer) -> None:
     await pilot.press("ctrl+f", *"train")
     await wait_until(
         pilot,
-        lambda: isinstance(app.screen, SearchScreen) and bool(app.screen.hits),  # type: ignore[attr-defined]
+        lambda: (
+            isinstance(app.screen, SearchScreen)
+            and app.screen.shown_query == "train"
+            and bool(app.screen.hits)
+        ),
     )
 
 

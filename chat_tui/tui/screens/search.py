@@ -42,6 +42,7 @@ class SearchScreen(ModalScreen[SearchChoice | None]):
         super().__init__()
         self.store = store
         self.hits: list[SearchHit] = []
+        self.shown_query: str | None = None  # the query whose results are on screen
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -78,6 +79,7 @@ class SearchScreen(ModalScreen[SearchChoice | None]):
         ]
         results = self.query_one(OptionList)
         results.set_options(options)
+        self.shown_query = query
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         hit = self.hits[event.option_index]
