@@ -21,12 +21,12 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .config import ConfigError, Settings, load_settings, missing_config_notice
+from .. import __version__
+from ..config import ConfigError, Settings, load_settings, missing_config_notice
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .store import Conversation, Message, Store
+    from ..engine import Engine
+    from ..store import Conversation, Message, Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
 
@@ -67,7 +67,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def _open_engine(settings: Settings) -> Engine:
-    from .engine import Engine
+    from ..engine import Engine
 
     return await Engine.open(settings)
 
@@ -87,7 +87,7 @@ async def _wait_first_probe(engine: Engine, timeout: float) -> None:
 
 
 def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
-    from .tui.app import run_app
+    from ..tui.app import run_app
 
     return run_app(settings)
 
@@ -153,7 +153,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namespace) -> int:
     """`send --wait`: deliver, then print the reply. Exit 0, 4 failed, 3 timed out, 5 offline."""
-    from .sanitize import sanitize
+    from ..sanitize import sanitize
 
     engine.start_watching()
     engine.start_delivery()
@@ -215,14 +215,14 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     lock = None
     if args.handoff:
-        from .handoff import acquire_lock
+        from ..handoff import acquire_lock
 
         lock = acquire_lock(settings.data_dir)
         if lock is None:
             return EXIT_OK  # another hand-off process is already delivering
 
     async def run() -> int:
-        from .store import StoreReplaced
+        from ..store import StoreReplaced
 
         engine = await _open_engine(settings)
         async with engine:
@@ -288,7 +288,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                     )
                 )
                 return EXIT_OK
-            from .sanitize import sanitize
+            from ..sanitize import sanitize
 
             _out(f"endpoint: {settings.base_url} ({settings.model})")
             _out(f"state:    {reach.describe()}")
@@ -321,7 +321,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import opened
+        from ..store import opened
 
         async with opened(settings.db_path) as store:
             conversations = await store.list_conversations()
@@ -340,7 +340,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
             return EXIT_OK
-        from .sanitize import sanitize
+        from ..sanitize import sanitize
 
         for c in conversations:
             _out(f"{c.id:>6}  {_when(c.updated_at)}  {sanitize(c.title) or '(untitled)'}")
@@ -355,7 +355,7 @@ def _message_label(m: Message) -> str:
     if m.role == "user":
         return "you" if m.state == "delivered" else f"you [{m.state}]"
     if m.role == "assistant":
-        from .export import reply_labels  # stopped, reasoning only, tokens, tokens/s
+        from ..export import reply_labels  # stopped, reasoning only, tokens, tokens/s
 
         return " · ".join(["assistant", *reply_labels(m)])
     return {"notice": "note"}.get(m.role, m.role)
@@ -365,7 +365,7 @@ async def _load_conversation(
     settings: Settings, conversation_id: int
 ) -> tuple[Conversation, list[Message], dict[int, list[dict[str, Any]]]]:
     """A conversation, all its messages and its turns' versions, or a CliError."""
-    from .store import opened
+    from ..store import opened
 
     async with opened(settings.db_path) as store:
         conversation = await store.get_conversation(conversation_id)
@@ -379,11 +379,11 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         conversation, messages, versions = await _load_conversation(settings, args.id)
         if args.json:
-            from .export import conversation_json
+            from ..export import conversation_json
 
             _out(json.dumps(conversation_json(conversation, messages, versions)))
             return EXIT_OK
-        from .sanitize import sanitize
+        from ..sanitize import sanitize
 
         _out(f"# {sanitize(conversation.title) or '(untitled)'}")
         for m in messages:
@@ -399,7 +399,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import opened
+        from ..store import opened
 
         async with opened(settings.db_path) as store:
             hits = await store.search(args.query, limit=args.limit)
@@ -420,7 +420,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
             return EXIT_OK
-        from .sanitize import sanitize
+        from ..sanitize import sanitize
 
         for h in hits:
             snippet = " ".join(sanitize(h.snippet).split())
@@ -437,7 +437,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .export import render
+        from ..export import render
 
         conversation, messages, versions = await _load_conversation(settings, args.id)
         text = render(conversation, messages, args.format, versions)
@@ -479,7 +479,7 @@ async def _wait_for_stop(store: Store, message: Message, seconds: float = 5.0) -
 def _queue_action(action: str) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> int:
-            from .store import StoreError, opened
+            from ..store import StoreError, opened
 
             async with opened(settings.db_path) as store:
                 change = store.retry if action == "retry" else store.cancel
@@ -684,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_paths)
 
-    from .cli_turns import add_verbs
+    from .turns import add_verbs
 
     add_verbs(verbs, common)
     return parser
@@ -709,8 +709,8 @@ def main(argv: list[str] | None = None) -> int:
             "the connection and the API key are not protected",
             file=sys.stderr,
         )
-    from .logs import setup_logging
-    from .store import StoreError
+    from ..logs import setup_logging
+    from ..store import StoreError
 
     setup_logging(
         settings, verb=args.func.__name__.removeprefix("cmd_").replace("command", "queue")

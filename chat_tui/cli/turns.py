@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any
 
-from .cli import EXIT_OK, EXIT_USAGE, CliError, _out, _run
-from .config import Settings
+from . import EXIT_OK, EXIT_USAGE, CliError, _out, _run
+from ..config import Settings
 
 MODELS_CACHE_KEY = "models:"  # meta key prefix: the last /v1/models list of each endpoint
 
@@ -40,8 +40,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     async def run() -> int:
-        from .endpoint import Endpoint
-        from .store import StoreError, opened
+        from ..endpoint import Endpoint
+        from ..store import StoreError, opened
 
         own = settings.for_endpoint(name)
         endpoint = Endpoint(own)
@@ -85,7 +85,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
             return EXIT_OK
-        from .sanitize import sanitize
+        from ..sanitize import sanitize
 
         if cached:
             print(
@@ -123,7 +123,7 @@ def _model_ids(data: Any) -> list[str] | None:
 def _turn_verb(action: str):  # type: ignore[no-untyped-def]
     def command(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> int:
-            from .store import StoreError, opened
+            from ..store import StoreError, opened
 
             async with opened(settings.db_path) as store:
                 try:
@@ -153,7 +153,7 @@ def _turn_verb(action: str):  # type: ignore[no-untyped-def]
 async def _edit(store: Any, message_id: int, text: str) -> None:
     """The last message, answered: sent again edited (the old turn kept as a version).
     Not yet answered: changed in the queue. An earlier one: a branch."""
-    from .store import StoreError
+    from ..store import StoreError
 
     message = await store.get_message(message_id)
     if message is None or message.role != "user":
@@ -178,7 +178,7 @@ async def _edit(store: Any, message_id: int, text: str) -> None:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
-        from .store import StoreError, opened
+        from ..store import StoreError, opened
 
         try:
             with open(args.file, encoding="utf-8") as fh:
