@@ -1,0 +1,55 @@
+"""Command-line entry point: the chat window by default, plus scriptable verbs.
+
+Imports stay light here: the TUI (textual) and the engine (httpx, aiosqlite)
+are imported only when a verb needs them (``table.run_verb`` opens them), so
+`chat-tui --help` and the path to the TUI's first frame do not pay for what
+they do not use.
+
+- ``parser``: the flags shared by every verb (defined once) and the parser;
+- ``table``: how a verb is declared, exit codes, and the one place that opens
+  what a verb needs (settings, store or engine) and closes it;
+- ``messages`` (send, sync, status, retry, cancel), ``browse`` (list, show,
+  search, export, import), ``turns`` (models, regenerate, edit, version),
+  ``program`` (the chat window, paths): the verbs;
+- ``shapes``: the JSON of records that have no ``as_json`` of their own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..config import ConfigError, load_settings, missing_config_notice
+from .parser import build_parser
+from .program import TUI
+from .table import EXIT_ERROR, EXIT_USAGE, CliError, run_verb
+
+__all__ = ["build_parser", "load_settings", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(base_url=args.base_url, model=args.model)
+    except ConfigError as exc:
+        print(f"chat-tui: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    notice = missing_config_notice()
+    if notice and args.verb is not TUI:  # the TUI says it once, in the window
+        print(f"chat-tui: warning: {notice}", file=sys.stderr)
+    if not settings.verify_tls and args.verb is not TUI:  # the TUI shows its own warning
+        print(
+            "chat-tui: warning: TLS certificate verification is OFF (verify_tls = false): "
+            "the connection and the API key are not protected",
+            file=sys.stderr,
+        )
+    from ..logs import setup_logging
+    from ..store import StoreError
+
+    setup_logging(settings, verb=args.verb.name)
+    try:
+        return run_verb(args.verb, args, settings)
+    except (CliError, StoreError) as exc:
+        print(f"chat-tui: {exc}", file=sys.stderr)
+        return exc.code if isinstance(exc, CliError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
