@@ -27,22 +27,31 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from .records import (
+    MAX_NOTICES_PER_MESSAGE,
+    MESSAGE_COLUMNS,
+    MESSAGE_FROM,
+    REPLY_OFFSET,
+    SEQ_STEP,
+    USER_STATES,
+    Claim,
+    Conversation,
+    Message,
+    PastQuestion,
+    QueueItem,
+    SearchHit,
+    conversation_from_row,
+    fetch_message,
+    message_from_row,
+)
 from .schema import MIGRATIONS
 
 SEARCH_RANK_WINDOW = 5_000  # newest matches ranked by a search
-SEQ_STEP = 10
-REPLY_OFFSET = 5
-MAX_NOTICES_PER_MESSAGE = 4
-
-USER_STATES = ("queued", "sending", "delivered", "failed", "expired", "cancelled")
-PENDING_STATES = ("queued", "sending", "failed", "expired")  # in the outbox
-SETTLED_STATES = ("delivered", "cancelled")  # no longer block their conversation
 
 
 class StoreError(Exception):
@@ -53,155 +62,10 @@ class StoreReplaced(StoreError):
     """The database file was deleted or replaced under us: stop, never write on."""
 
 
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    id: int
-    title: str
-    model: str | None
-    system_prompt: str | None
-    created_at: float
-    updated_at: float
-    # The user-message seqs that bound the last request's context (the oldest
-    # turn sent, and the question): where the model's memory starts.
-    context_from_seq: int | None = None
-    context_to_seq: int | None = None
-    endpoint: str | None = None  # the named endpoint; None: the default (flat settings)
-    branch_of: int | None = None  # the conversation this one was branched from
-    branch_seq: int | None = None  # …at the user message with this seq (edited here)
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    id: int
-    conversation_id: int
-    seq: int
-    role: str
-    content: str
-    state: str
-    created_at: float
-    updated_at: float
-    error: str | None = None
-    reply_to: int | None = None
-    key: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
-    next_attempt_at: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """The shape `chat-tui show --json` promises (replies add reasoning and usage)."""
-        data = {
-            "id": self.id,
-            "role": self.role,
-            "content": self.content,
-            "state": self.state,
-            "created_at": self.created_at,
-            "error": self.error,
-        }
-        # A reply's thinking and token usage (null for other messages).
-        data["reasoning"] = self.meta.get("reasoning") or None
-        data["usage"] = self.meta.get("usage") if self.role == "assistant" else None
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A message this process holds the lease on, with the request context."""
-
-    message: Message
-    conversation: Conversation
-    history: list[dict[str, str]]  # earlier delivered turns, oldest first, excluding this one
-    owner: str
-    lease_expires: float
-    history_seqs: list[int] = field(default_factory=list)  # each history pair's user seq
-
-
-@dataclass(frozen=True, slots=True)
-class QueueItem:
-    message: Message
-    conversation_title: str
-    lease_owner: str | None
-    lease_expires: float | None
-
-    def as_json(self) -> dict[str, Any]:
-        m = self.message
-        return {
-            "message_id": m.id,
-            "conversation_id": m.conversation_id,
-            "conversation_title": self.conversation_title,
-            "state": m.state,
-            "attempts": m.attempts,
-            "next_attempt_at": m.next_attempt_at,
-            "last_error": m.error,
-            "created_at": m.created_at,
-            "preview": m.content[:80],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    message: Message
-    conversation_title: str
-    snippet: str
-
-
-@dataclass(frozen=True, slots=True)
-class PastQuestion:
-    """A user question that got a reply: what offline answers are made from."""
-
-    message_id: int
-    conversation_id: int
-    conversation_title: str
-    question: str
-    answer: str
-    asked_at: float
-
-
 DEFAULT_ENDPOINT = "default"  # what a conversation with endpoint NULL uses
 _ENDPOINT_OF = (
     "COALESCE((SELECT c.endpoint FROM conversations c WHERE c.id = m.conversation_id), 'default')"
 )
-
-_MESSAGE_COLUMNS = (
-    "m.id, m.conversation_id, m.seq, m.role, m.content, m.state, m.created_at, m.updated_at, "
-    "COALESCE(o.last_error, m.error) AS error, m.reply_to, m.key, m.meta, "
-    "COALESCE(o.attempts, 0) AS attempts, o.next_attempt_at"
-)
-_MESSAGE_FROM = "messages m LEFT JOIN outbox o ON o.message_id = m.id"
-
-
-def _message(row: sqlite3.Row) -> Message:
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        seq=row["seq"],
-        role=row["role"],
-        content=row["content"],
-        state=row["state"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        error=row["error"],
-        reply_to=row["reply_to"],
-        key=row["key"],
-        meta=json.loads(row["meta"]) if row["meta"] else {},
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-    )
-
-
-def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        title=row["title"],
-        model=row["model"],
-        system_prompt=row["system_prompt"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        context_from_seq=row["context_from_seq"],
-        context_to_seq=row["context_to_seq"],
-        endpoint=row["endpoint"],
-        branch_of=row["branch_of"],
-        branch_seq=row["branch_seq"],
-    )
 
 
 def title_from(text: str, limit: int = 60) -> str:
@@ -358,13 +222,6 @@ class Store:
                     await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise StoreError(_explain_db_error(self.path, exc)) from None
 
-    async def _fetch_message(self, db: aiosqlite.Connection, message_id: int) -> Message | None:
-        cur = await db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE m.id = ?", (message_id,)
-        )
-        row = await cur.fetchone()
-        return None if row is None else _message(row)
-
     # -- conversations ----------------------------------------------------------
 
     async def _insert_conversation(
@@ -404,14 +261,14 @@ class Store:
         async with self._read() as db:
             cur = await db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
             row = await cur.fetchone()
-        return None if row is None else _conversation(row)
+        return None if row is None else conversation_from_row(row)
 
     async def list_conversations(self, limit: int = 10_000) -> list[Conversation]:
         async with self._read() as db:
             cur = await db.execute(
                 "SELECT * FROM conversations ORDER BY updated_at DESC, id DESC LIMIT ?", (limit,)
             )
-            return [_conversation(r) for r in await cur.fetchall()]
+            return [conversation_from_row(r) for r in await cur.fetchall()]
 
     async def rename_conversation(self, conversation_id: int, title: str) -> None:
         async with self._write() as db:
@@ -503,7 +360,7 @@ class Store:
                     )
                     dup = await cur.fetchone()
                     if dup is not None:
-                        existing = await self._fetch_message(db, dup["id"])
+                        existing = await fetch_message(db, dup["id"])
                         assert existing is not None
                         return existing, True
                 if not row["title"]:
@@ -532,13 +389,13 @@ class Store:
             draft_key = 0 if new_conversation else conversation_id
             await db.execute("DELETE FROM drafts WHERE conversation_id = ?", (draft_key,))
             assert message_id is not None
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
         assert message is not None
         return message, False
 
     async def get_message(self, message_id: int) -> Message | None:
         async with self._read() as db:
-            return await self._fetch_message(db, message_id)
+            return await fetch_message(db, message_id)
 
     async def messages_page(
         self, conversation_id: int, *, before_seq: int | None = None, limit: int = 100
@@ -551,12 +408,12 @@ class Store:
         before = before_seq if before_seq is not None else 2**62
         async with self._read() as db:
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
                 (conversation_id, before, limit),
             )
             rows = await cur.fetchall()
-        return [_message(r) for r in reversed(rows)]
+        return [message_from_row(r) for r in reversed(rows)]
 
     async def messages_around(
         self, conversation_id: int, seq: int, *, limit: int = 100
@@ -565,37 +422,37 @@ class Store:
         half = limit // 2
         async with self._read() as db:
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
                 (conversation_id, seq, half),
             )
             before = list(reversed(await cur.fetchall()))
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? AND m.seq >= ? ORDER BY m.seq LIMIT ?",
                 (conversation_id, seq, limit - len(before)),
             )
             after = await cur.fetchall()
-        return [_message(r) for r in (*before, *after)]
+        return [message_from_row(r) for r in (*before, *after)]
 
     async def all_messages(self, conversation_id: int) -> list[Message]:
         async with self._read() as db:
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? ORDER BY m.seq",
                 (conversation_id,),
             )
-            return [_message(r) for r in await cur.fetchall()]
+            return [message_from_row(r) for r in await cur.fetchall()]
 
     async def messages_changed_since(self, since: float) -> list[Message]:
         """Messages written at or after ``since`` (live refresh across processes)."""
         async with self._read() as db:
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} "
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.updated_at >= ? ORDER BY m.conversation_id, m.seq",
                 (since,),
             )
-            return [_message(r) for r in await cur.fetchall()]
+            return [message_from_row(r) for r in await cur.fetchall()]
 
     async def add_notice(
         self, reply_to: Message, content: str, meta: dict[str, Any] | None = None
@@ -623,7 +480,7 @@ class Store:
                 ),
             )
             assert cur.lastrowid is not None
-            return await self._fetch_message(db, cur.lastrowid)
+            return await fetch_message(db, cur.lastrowid)
 
     # -- the outbox -----------------------------------------------------------------
 
@@ -685,12 +542,12 @@ class Store:
                 "UPDATE messages SET state = 'sending', updated_at = ? WHERE id = ?",
                 (now, message_id),
             )
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
             assert message is not None
             cur = await db.execute(
                 "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
             )
-            conversation = _conversation(await cur.fetchone())  # type: ignore[arg-type]
+            conversation = conversation_from_row(await cur.fetchone())  # type: ignore[arg-type]
             history: list[dict[str, str]] = []
             seqs: list[int] = []
             if with_history:
@@ -866,7 +723,7 @@ class Store:
                 "UPDATE messages SET state = ?, error = ?, updated_at = ? WHERE id = ?",
                 (state, error, now, message_id),
             )
-            return await self._fetch_message(db, message_id)
+            return await fetch_message(db, message_id)
 
     async def fail(self, message_id: int, owner: str | None, error: str) -> Message | None:
         """Mark a message ``failed`` (a permanent error); it blocks its conversation."""
@@ -883,7 +740,7 @@ class Store:
                 "UPDATE messages SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
                 (error, now, message_id),
             )
-            return await self._fetch_message(db, message_id)
+            return await fetch_message(db, message_id)
 
     async def release_all(self, owner: str) -> int:
         """Give back every lease this process holds (on a clean exit)."""
@@ -920,7 +777,7 @@ class Store:
                 (now, now - max_age),
             )
             ids = [r["id"] for r in await cur.fetchall()]
-            return [m for i in ids if (m := await self._fetch_message(db, i)) is not None]
+            return [m for i in ids if (m := await fetch_message(db, i)) is not None]
 
     async def retry(self, message_id: int, *, text: str | None = None) -> Message:
         """Put a failed, expired or queued message back at the front of its queue.
@@ -929,7 +786,7 @@ class Store:
         """
         now = time.time()
         async with self._write() as db:
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no queued message with id {message_id}")
             if message.state not in ("failed", "expired", "queued", "cancelled"):
@@ -947,7 +804,7 @@ class Store:
                 "lease_owner = NULL, lease_expires = NULL",
                 (message_id, message.conversation_id, now, now),
             )
-            result = await self._fetch_message(db, message_id)
+            result = await fetch_message(db, message_id)
         assert result is not None
         return result
 
@@ -961,7 +818,7 @@ class Store:
         """
         now = time.time() if now is None else now
         async with self._write() as db:
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no queued message with id {message_id}")
             if message.state == "sending":
@@ -980,7 +837,7 @@ class Store:
                 "UPDATE messages SET state = 'cancelled', updated_at = ? WHERE id = ?",
                 (now, message_id),
             )
-            result = await self._fetch_message(db, message_id)
+            result = await fetch_message(db, message_id)
         assert result is not None
         return result
 
@@ -1017,7 +874,7 @@ class Store:
                 "WHERE id = ?",
                 (now, message_id),
             )
-            return await self._fetch_message(db, message_id)
+            return await fetch_message(db, message_id)
 
     # -- versions and branches ------------------------------------------------------
 
@@ -1029,7 +886,7 @@ class Store:
         """
         now = time.time()
         async with self._write() as db:
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no message with id {message_id} to send again")
             if message.state != "delivered":
@@ -1074,7 +931,7 @@ class Store:
                 "UPDATE conversations SET updated_at = ? WHERE id = ?",
                 (now, message.conversation_id),
             )
-            result = await self._fetch_message(db, message_id)
+            result = await fetch_message(db, message_id)
         assert result is not None
         return result
 
@@ -1108,7 +965,7 @@ class Store:
         """Show another version of a turn; the one shown is the one sent as context."""
         now = time.time()
         async with self._write() as db:
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no message with id {message_id}")
             total = int(message.meta.get("versions", 1))
@@ -1159,7 +1016,7 @@ class Store:
                     message_id,
                 ),
             )
-            result = await self._fetch_message(db, message_id)
+            result = await fetch_message(db, message_id)
         assert result is not None
         return result
 
@@ -1191,13 +1048,13 @@ class Store:
             raise StoreError("the edited message is empty")
         now = time.time()
         async with self._write() as db:
-            message = await self._fetch_message(db, message_id)
+            message = await fetch_message(db, message_id)
             if message is None or message.role != "user":
                 raise StoreError(f"no message with id {message_id}")
             cur = await db.execute(
                 "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
             )
-            origin = _conversation(await cur.fetchone())  # type: ignore[arg-type]
+            origin = conversation_from_row(await cur.fetchone())  # type: ignore[arg-type]
             title = f"{origin.title or 'untitled'} (branch)"
             cur = await db.execute(
                 "INSERT INTO conversations (title, model, system_prompt, created_at, updated_at, "
@@ -1256,7 +1113,7 @@ class Store:
                 (queued_id, new_id, now, now),
             )
             assert queued_id is not None
-            result = await self._fetch_message(db, queued_id)
+            result = await fetch_message(db, queued_id)
         assert result is not None
         return result
 
@@ -1416,14 +1273,17 @@ class Store:
         """Every message still in the outbox (queued, sending, failed, expired)."""
         async with self._read() as db:
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS}, c.title AS conversation_title, o.lease_owner, "
+                f"SELECT {MESSAGE_COLUMNS}, c.title AS conversation_title, o.lease_owner, "
                 "o.lease_expires FROM outbox o CROSS JOIN messages m ON m.id = o.message_id "
                 "JOIN conversations c ON c.id = m.conversation_id "
                 "ORDER BY m.conversation_id, m.seq"
             )
             return [
                 QueueItem(
-                    _message(r), r["conversation_title"], r["lease_owner"], r["lease_expires"]
+                    message_from_row(r),
+                    r["conversation_title"],
+                    r["lease_owner"],
+                    r["lease_expires"],
                 )
                 for r in await cur.fetchall()
             ]
@@ -1529,7 +1389,7 @@ class Store:
             return []
         async with self._read() as db:
             cur = await db.execute(
-                f"SELECT {_MESSAGE_COLUMNS}, c.title AS conversation_title, "
+                f"SELECT {MESSAGE_COLUMNS}, c.title AS conversation_title, "
                 "snippet(messages_fts, 0, '«', '»', '…', 12) AS snippet "
                 "FROM messages_fts f JOIN messages m ON m.id = f.rowid "
                 "LEFT JOIN outbox o ON o.message_id = m.id "
@@ -1541,7 +1401,7 @@ class Store:
                 (fts_query, limit, SEARCH_RANK_WINDOW),
             )
             rows = await cur.fetchall()
-        return [SearchHit(_message(r), r["conversation_title"], r["snippet"]) for r in rows]
+        return [SearchHit(message_from_row(r), r["conversation_title"], r["snippet"]) for r in rows]
 
     async def past_questions(self) -> list[PastQuestion]:
         """Every delivered question with its reply, oldest first."""
