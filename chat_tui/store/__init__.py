@@ -30,8 +30,10 @@ from .records import (
     Claim,
     Conversation,
     Message,
+    MessageState,
     PastQuestion,
     QueueItem,
+    Role,
     SearchHit,
 )
 from .schema import MIGRATIONS
@@ -46,8 +48,10 @@ __all__ = [
     "Claim",
     "Conversation",
     "Message",
+    "MessageState",
     "PastQuestion",
     "QueueItem",
+    "Role",
     "SearchHit",
     "Store",
     "StoreError",

@@ -13,12 +13,23 @@ from typing import Any
 import aiosqlite
 
 from .connection import StoreConnection, StoreError
-from .records import REPLY_OFFSET, SEQ_STEP, Conversation, conversation_from_row
+from .records import (
+    REPLY_OFFSET,
+    ROLES,
+    SEQ_STEP,
+    SETTLED_STATES,
+    Conversation,
+    Role,
+    conversation_from_row,
+    link_replies,
+)
+from .records import MessageState as State
 
 DEFAULT_ENDPOINT = "default"  # what a conversation with endpoint NULL uses
 
 _ENDPOINT_OF = (
-    "COALESCE((SELECT c.endpoint FROM conversations c WHERE c.id = m.conversation_id), 'default')"
+    "COALESCE((SELECT c.endpoint FROM conversations c WHERE c.id = m.conversation_id), "
+    f"'{DEFAULT_ENDPOINT}')"
 )
 
 
@@ -150,27 +161,25 @@ class ConversationsMixin(StoreConnection):
             user_seq = 0
             top = SEQ_STEP
             for item in data["messages"]:
-                if not isinstance(item, dict) or item.get("role") not in (
-                    "user",
-                    "assistant",
-                    "notice",
-                ):
+                role = item.get("role") if isinstance(item, dict) else None
+                if not isinstance(role, str) or role not in ROLES:
                     raise StoreError("a message in the export has no valid role")
-                role = item["role"]
                 seq = item.get("seq")
                 if not isinstance(seq, int):  # an export without seq: rebuild the layout
                     seq = (
                         user_seq + SEQ_STEP
-                        if role == "user"
-                        else user_seq + (REPLY_OFFSET if role == "assistant" else 1)
+                        if role == Role.USER
+                        else user_seq + (REPLY_OFFSET if role == Role.ASSISTANT else 1)
                     )
-                if role == "user":
+                if role == Role.USER:
                     user_seq = seq
                 state = str(item.get("state") or "")
-                if role == "user" and state not in ("delivered", "cancelled"):
-                    state = "cancelled"
+                if role == Role.USER and state not in SETTLED_STATES:
+                    state = State.CANCELLED
                 meta: dict[str, Any] = {}
-                if role == "user" and (int(item.get("version") or 1) > 1 or item.get("versions")):
+                if role == Role.USER and (
+                    int(item.get("version") or 1) > 1 or item.get("versions")
+                ):
                     shown = int(item.get("version") or 1)
                     meta = {
                         "version": shown,
@@ -204,7 +213,7 @@ class ConversationsMixin(StoreConnection):
                         seq,
                         role,
                         str(item.get("content") or ""),
-                        state or "complete",
+                        state or State.COMPLETE,
                         created,
                         now,
                         item.get("error"),
@@ -212,13 +221,7 @@ class ConversationsMixin(StoreConnection):
                     ),
                 )
                 top = max(top, seq // SEQ_STEP * SEQ_STEP + SEQ_STEP)
-            await db.execute(
-                "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
-                "WHERE u.conversation_id = messages.conversation_id "
-                "AND u.seq = messages.seq / ? * ? AND u.role = 'user') "
-                "WHERE conversation_id = ? AND role != 'user'",
-                (SEQ_STEP, SEQ_STEP, cid),
-            )
+            await link_replies(db, cid)
             await db.execute("UPDATE conversations SET next_seq = ? WHERE id = ?", (top, cid))
         return cid
 

@@ -10,16 +10,24 @@ import uuid
 from collections.abc import Iterable
 
 from .connection import StoreConnection, StoreError
-from .conversations import endpoint_filter, insert_conversation, title_from
+from .conversations import DEFAULT_ENDPOINT, endpoint_filter, insert_conversation, title_from
 from .records import (
+    EARLIER_UNSETTLED,
+    HELD_STATES,
     MESSAGE_COLUMNS,
+    OUTGOING_STATES,
+    PENDING_STATES,
     SEQ_STEP,
+    UNSETTLED,
     USER_STATES,
     Message,
     QueueItem,
+    Role,
     fetch_message,
     message_from_row,
+    sql_list,
 )
+from .records import MessageState as State
 
 
 class QueueMixin(StoreConnection):
@@ -58,9 +66,9 @@ class QueueMixin(StoreConnection):
                     raise StoreError(f"no conversation with id {conversation_id}")
                 if dedup_window > 0:
                     cur = await db.execute(
-                        "SELECT id FROM messages WHERE conversation_id = ? AND role = 'user' "
-                        "AND state NOT IN ('delivered', 'cancelled') "  # the partial index
-                        "AND state IN ('queued', 'sending') AND content = ? AND created_at >= ? "
+                        f"SELECT id FROM messages WHERE conversation_id = ? AND {UNSETTLED} "
+                        f"AND state IN {sql_list(OUTGOING_STATES)} AND content = ? "
+                        "AND created_at >= ? "
                         "ORDER BY seq DESC LIMIT 1",
                         (conversation_id, text, now - dedup_window),
                     )
@@ -81,7 +89,7 @@ class QueueMixin(StoreConnection):
             )
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                "updated_at, key) VALUES (?, ?, 'user', ?, 'queued', ?, ?, ?)",
+                f"updated_at, key) VALUES (?, ?, {Role.USER.sql}, ?, {State.QUEUED.sql}, ?, ?, ?)",
                 (conversation_id, seq, text, now, now, str(uuid.uuid4())),
             )
             message_id = cur.lastrowid
@@ -106,9 +114,10 @@ class QueueMixin(StoreConnection):
         now = time.time() if now is None else now
         async with self._write() as db:
             cur = await db.execute(
-                "UPDATE messages SET state = 'expired', error = 'not delivered within max_age', "
-                "updated_at = ? WHERE role = 'user' AND state = 'queued' AND created_at < ? "
-                "RETURNING id",
+                f"UPDATE messages SET state = {State.EXPIRED.sql}, "
+                "error = 'not delivered within max_age', "
+                f"updated_at = ? WHERE role = {Role.USER.sql} AND state = {State.QUEUED.sql} "
+                "AND created_at < ? RETURNING id",
                 (now, now - max_age),
             )
             ids = [r["id"] for r in await cur.fetchall()]
@@ -122,14 +131,15 @@ class QueueMixin(StoreConnection):
         now = time.time()
         async with self._write() as db:
             message = await fetch_message(db, message_id)
-            if message is None or message.role != "user":
+            if message is None or message.role != Role.USER:
                 raise StoreError(f"no queued message with id {message_id}")
-            if message.state not in ("failed", "expired", "queued", "cancelled"):
+            if message.state not in (State.FAILED, State.EXPIRED, State.QUEUED, State.CANCELLED):
                 raise StoreError(f"message {message_id} is {message.state}; nothing to retry")
             if text is not None and text.strip():
                 await db.execute("UPDATE messages SET content = ? WHERE id = ?", (text, message_id))
             await db.execute(
-                "UPDATE messages SET state = 'queued', error = NULL, updated_at = ? WHERE id = ?",
+                f"UPDATE messages SET state = {State.QUEUED.sql}, error = NULL, updated_at = ? "
+                "WHERE id = ?",
                 (now, message_id),
             )
             await db.execute(
@@ -154,9 +164,9 @@ class QueueMixin(StoreConnection):
         now = time.time() if now is None else now
         async with self._write() as db:
             message = await fetch_message(db, message_id)
-            if message is None or message.role != "user":
+            if message is None or message.role != Role.USER:
                 raise StoreError(f"no queued message with id {message_id}")
-            if message.state == "sending":
+            if message.state == State.SENDING:
                 cur = await db.execute(
                     "UPDATE outbox SET stop_requested = 'cancel' WHERE message_id = ? "
                     "AND lease_owner IS NOT NULL AND lease_expires > ?",
@@ -165,11 +175,11 @@ class QueueMixin(StoreConnection):
                 if cur.rowcount == 1:
                     return message
                 # Its sender is gone (lease expired): cancel it here.
-            elif message.state not in ("queued", "failed", "expired"):
+            elif message.state not in (State.QUEUED, State.FAILED, State.EXPIRED):
                 raise StoreError(f"message {message_id} is {message.state}; it cannot be cancelled")
             await db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
             await db.execute(
-                "UPDATE messages SET state = 'cancelled', updated_at = ? WHERE id = ?",
+                f"UPDATE messages SET state = {State.CANCELLED.sql}, updated_at = ? WHERE id = ?",
                 (now, message_id),
             )
             result = await fetch_message(db, message_id)
@@ -205,10 +215,8 @@ class QueueMixin(StoreConnection):
                 "SELECT MIN(CASE WHEN o.lease_expires IS NOT NULL "
                 "THEN MAX(o.next_attempt_at, o.lease_expires) ELSE o.next_attempt_at END) "
                 "FROM outbox o CROSS JOIN messages m ON m.id = o.message_id "
-                "WHERE m.state IN ('queued', 'sending') "
-                "AND NOT EXISTS (SELECT 1 FROM messages p "
-                "WHERE p.conversation_id = m.conversation_id AND p.role = 'user' "
-                f"AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq) {on}",
+                f"WHERE m.state IN {sql_list(OUTGOING_STATES)} "
+                f"AND NOT {EARLIER_UNSETTLED} {on}",
                 names,
             )
 
@@ -216,7 +224,7 @@ class QueueMixin(StoreConnection):
         """The endpoints that messages in the outbox are waiting for."""
         async with self._read() as db:
             cur = await db.execute(
-                "SELECT DISTINCT COALESCE(c.endpoint, 'default') AS name FROM outbox o "
+                f"SELECT DISTINCT COALESCE(c.endpoint, '{DEFAULT_ENDPOINT}') AS name FROM outbox o "
                 "JOIN conversations c ON c.id = o.conversation_id"
             )
             return [r["name"] for r in await cur.fetchall()]
@@ -244,18 +252,19 @@ class QueueMixin(StoreConnection):
         """User messages by state (every state present, zeros included)."""
         async with self._read() as db:
             cur = await db.execute(
-                "SELECT state, COUNT(*) AS n FROM messages WHERE role = 'user' GROUP BY state"
+                "SELECT state, COUNT(*) AS n FROM messages "
+                f"WHERE role = {Role.USER.sql} GROUP BY state"
             )
             found = {r["state"]: r["n"] for r in await cur.fetchall()}
-        return {state: found.get(state, 0) for state in USER_STATES}
+        return {state.value: found.get(state, 0) for state in USER_STATES}
 
     async def unsent_texts(self) -> list[str]:
         """What users asked that has not been answered yet, oldest first (to rescue it
         when the file is gone)."""
         async with self._read() as db:
             cur = await db.execute(
-                "SELECT content FROM messages WHERE role = 'user' "
-                "AND state IN ('queued', 'sending', 'failed', 'expired') ORDER BY id"
+                f"SELECT content FROM messages WHERE role = {Role.USER.sql} "
+                f"AND state IN {sql_list(PENDING_STATES)} ORDER BY id"
             )
             return [row[0] for row in await cur.fetchall()]
 
@@ -267,14 +276,14 @@ class QueueMixin(StoreConnection):
         """
         async with self._read():
             return await self._scalar(
-                """
+                f"""
                 WITH blocked AS (  -- each conversation's first failed or expired message
                     SELECT m.conversation_id, MIN(m.seq) AS seq
                     FROM outbox o CROSS JOIN messages m ON m.id = o.message_id
-                    WHERE m.state IN ('failed', 'expired') GROUP BY m.conversation_id)
+                    WHERE m.state IN {sql_list(HELD_STATES)} GROUP BY m.conversation_id)
                 SELECT COUNT(*) FROM outbox o CROSS JOIN messages m ON m.id = o.message_id
                 LEFT JOIN blocked b ON b.conversation_id = m.conversation_id
-                WHERE m.state IN ('queued', 'sending') AND (b.seq IS NULL OR m.seq < b.seq)
+                WHERE m.state IN {sql_list(OUTGOING_STATES)} AND (b.seq IS NULL OR m.seq < b.seq)
                 """
             )
 
@@ -283,5 +292,5 @@ class QueueMixin(StoreConnection):
         async with self._read():
             return await self._scalar(
                 "SELECT COUNT(*) FROM outbox o CROSS JOIN messages m ON m.id = o.message_id "
-                "WHERE m.state IN ('queued', 'sending')"
+                f"WHERE m.state IN {sql_list(OUTGOING_STATES)}"
             )

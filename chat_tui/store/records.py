@@ -1,17 +1,22 @@
-"""The store's records: the dataclasses callers get, and how rows become them.
+"""The store's records: the dataclasses callers get, how rows become them, and
+the vocabulary (roles, message states) the store's Python and SQL are written in.
 
 Ordering: user messages take ``seq`` 10, 20, 30… in their conversation. A
 reply to the user message at ``seq`` s is stored at s+5 and notices about it at
 s+1…s+4. So a conversation reads in order by ``seq`` alone, and the unique
 index on ``(conversation_id, seq)`` makes a second reply to the same message
-impossible at the database level. Only the store does arithmetic on ``seq``.
+impossible at the database level. This layout belongs to the store: callers
+order by ``seq`` but should not compute with it (a reply or notice names its
+question in ``reply_to``).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import aiosqlite
@@ -20,9 +25,69 @@ SEQ_STEP = 10
 REPLY_OFFSET = 5
 MAX_NOTICES_PER_MESSAGE = 4
 
-USER_STATES = ("queued", "sending", "delivered", "failed", "expired", "cancelled")
-PENDING_STATES = ("queued", "sending", "failed", "expired")  # in the outbox
-SETTLED_STATES = ("delivered", "cancelled")  # no longer block their conversation
+
+class _SqlName(StrEnum):
+    """A name stored as its value; it compares equal to that string."""
+
+    @property
+    def sql(self) -> str:
+        """The value as an SQL literal, e.g. ``'queued'``."""
+        return f"'{self.value}'"
+
+
+class Role(_SqlName):
+    """Who wrote a message."""
+
+    USER = "user"
+    ASSISTANT = "assistant"
+    NOTICE = "notice"  # a local message (an offline or fallback answer): never sent as context
+
+
+class MessageState(_SqlName):
+    """Where a message stands (docs/architecture.md, "States")."""
+
+    # a user message
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    # a reply or a notice
+    COMPLETE = "complete"
+    STOPPED = "stopped"  # the user stopped it: the partial text is the reply
+
+
+ROLES = frozenset(Role)
+_S = MessageState
+USER_STATES = (_S.QUEUED, _S.SENDING, _S.DELIVERED, _S.FAILED, _S.EXPIRED, _S.CANCELLED)
+SETTLED_STATES = (_S.DELIVERED, _S.CANCELLED)  # no longer hold their conversation back
+PENDING_STATES = (_S.QUEUED, _S.SENDING, _S.FAILED, _S.EXPIRED)  # in the outbox, not answered
+OUTGOING_STATES = (_S.QUEUED, _S.SENDING)  # will go out without the user's help
+HELD_STATES = (_S.FAILED, _S.EXPIRED)  # wait for the user: retry, edit or cancel
+
+
+def sql_list(names: Iterable[_SqlName]) -> str:
+    """Names as an SQL list: ``('delivered', 'cancelled')``."""
+    return "(" + ", ".join(name.sql for name in names) + ")"
+
+
+def _unsettled(alias: str) -> str:
+    return f"{alias}role = {Role.USER.sql} AND {alias}state NOT IN {sql_list(SETTLED_STATES)}"
+
+
+# A user message that is not settled: the condition of the partial index
+# ``messages_unsettled`` (schema.py). A query must say exactly this (with its
+# table alias) for SQLite to use that index.
+UNSETTLED = _unsettled("")
+
+# "An earlier user message of m's conversation is not settled": what holds a
+# message back (order). Written once; with the partial index it is one seek
+# however long the history is.
+EARLIER_UNSETTLED = (
+    "EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = m.conversation_id "
+    f"AND {_unsettled('p.')} AND p.seq < m.seq)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +136,7 @@ class Message:
         }
         # A reply's thinking and token usage (null for other messages).
         data["reasoning"] = self.meta.get("reasoning") or None
-        data["usage"] = self.meta.get("usage") if self.role == "assistant" else None
+        data["usage"] = self.meta.get("usage") if self.role == Role.ASSISTANT else None
         return data
 
 
@@ -177,3 +242,15 @@ async def fetch_message(db: aiosqlite.Connection, message_id: int) -> Message | 
     )
     row = await cur.fetchone()
     return None if row is None else message_from_row(row)
+
+
+async def link_replies(db: aiosqlite.Connection, conversation_id: int) -> None:
+    """Point each reply and notice of a conversation copied in (a branch, an import)
+    at its question: the user message whose seq step it is in."""
+    await db.execute(
+        "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
+        "WHERE u.conversation_id = messages.conversation_id "
+        f"AND u.seq = messages.seq / ? * ? AND u.role = {Role.USER.sql}) "
+        f"WHERE conversation_id = ? AND role != {Role.USER.sql}",
+        (SEQ_STEP, SEQ_STEP, conversation_id),
+    )

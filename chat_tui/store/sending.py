@@ -16,7 +16,18 @@ import aiosqlite
 
 from .connection import StoreConnection
 from .conversations import endpoint_filter
-from .records import REPLY_OFFSET, Claim, Message, conversation_from_row, fetch_message
+from .records import (
+    EARLIER_UNSETTLED,
+    OUTGOING_STATES,
+    REPLY_OFFSET,
+    Claim,
+    Message,
+    Role,
+    conversation_from_row,
+    fetch_message,
+    sql_list,
+)
+from .records import MessageState as State
 
 
 class SendingMixin(StoreConnection):
@@ -54,14 +65,11 @@ class SendingMixin(StoreConnection):
             cur = await db.execute(
                 f"""
                 SELECT m.id FROM outbox o CROSS JOIN messages m ON m.id = o.message_id
-                WHERE m.state IN ('queued', 'sending')
+                WHERE m.state IN {sql_list(OUTGOING_STATES)}
                   AND o.next_attempt_at <= ?
                   AND (o.lease_expires IS NULL OR o.lease_expires <= ?)
                   {not_in}
-                  AND NOT EXISTS (
-                      SELECT 1 FROM messages p
-                      WHERE p.conversation_id = m.conversation_id AND p.role = 'user'
-                        AND p.state NOT IN ('delivered', 'cancelled') AND p.seq < m.seq)
+                  AND NOT {EARLIER_UNSETTLED}
                 ORDER BY m.id LIMIT 1
                 """,
                 (now, now, *excluded),
@@ -77,7 +85,7 @@ class SendingMixin(StoreConnection):
                 (owner, expires, message_id),
             )
             await db.execute(
-                "UPDATE messages SET state = 'sending', updated_at = ? WHERE id = ?",
+                f"UPDATE messages SET state = {State.SENDING.sql}, updated_at = ? WHERE id = ?",
                 (now, message_id),
             )
             message = await fetch_message(db, message_id)
@@ -113,13 +121,13 @@ class SendingMixin(StoreConnection):
         max_chars: int | None,
     ) -> tuple[list[dict[str, str]], list[int]]:
         cur = await db.execute(
-            """
+            f"""
             SELECT u.content AS question, a.content AS answer, u.seq
             FROM messages u JOIN messages a
               ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
-             AND a.role = 'assistant'
-            WHERE u.conversation_id = ? AND u.role = 'user' AND u.state = 'delivered'
-              AND u.seq < ?
+             AND a.role = {Role.ASSISTANT.sql}
+            WHERE u.conversation_id = ? AND u.role = {Role.USER.sql}
+              AND u.state = {State.DELIVERED.sql} AND u.seq < ?
             ORDER BY u.seq DESC
             """,
             (REPLY_OFFSET, conversation_id, before_seq),
@@ -141,8 +149,8 @@ class SendingMixin(StoreConnection):
         history: list[dict[str, str]] = []
         seqs: list[int] = []
         for question, answer, seq in reversed(turns):
-            history.append({"role": "user", "content": question})
-            history.append({"role": "assistant", "content": answer})
+            history.append({"role": Role.USER.value, "content": question})
+            history.append({"role": Role.ASSISTANT.value, "content": answer})
             seqs.append(seq)
         return history, seqs
 
@@ -161,7 +169,7 @@ class SendingMixin(StoreConnection):
         reply: str,
         *,
         meta: dict[str, Any] | None = None,
-        state: str = "complete",
+        state: str = State.COMPLETE.value,
         context_from_seq: int | None = None,
     ) -> Message | None:
         """Store the reply, mark the question delivered, drop the outbox entry.
@@ -178,7 +186,7 @@ class SendingMixin(StoreConnection):
             cur = await db.execute(
                 "SELECT o.lease_owner, m.conversation_id, m.seq "
                 "FROM outbox o CROSS JOIN messages m ON m.id = o.message_id "
-                "WHERE o.message_id = ? AND m.state = 'sending'",
+                f"WHERE o.message_id = ? AND m.state = {State.SENDING.sql}",
                 (message_id,),
             )
             question = await cur.fetchone()
@@ -186,7 +194,8 @@ class SendingMixin(StoreConnection):
                 return None
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?)",
+                "updated_at, reply_to, meta) "
+                f"VALUES (?, ?, {Role.ASSISTANT.sql}, ?, ?, ?, ?, ?, ?)",
                 (
                     question["conversation_id"],
                     question["seq"] + REPLY_OFFSET,
@@ -200,7 +209,7 @@ class SendingMixin(StoreConnection):
             )
             reply_id = cur.lastrowid
             await db.execute(
-                "UPDATE messages SET state = 'delivered', error = NULL, updated_at = ? "
+                f"UPDATE messages SET state = {State.DELIVERED.sql}, error = NULL, updated_at = ? "
                 "WHERE id = ?",
                 (now, message_id),
             )
@@ -220,7 +229,7 @@ class SendingMixin(StoreConnection):
             id=reply_id,
             conversation_id=question["conversation_id"],
             seq=question["seq"] + REPLY_OFFSET,
-            role="assistant",
+            role=Role.ASSISTANT.value,
             content=reply,
             state=state,
             created_at=now,
@@ -256,7 +265,7 @@ class SendingMixin(StoreConnection):
             row = await cur.fetchone()
             if row is None:
                 return None
-            state = "failed" if row["attempts"] >= max_attempts else "queued"
+            state = State.FAILED if row["attempts"] >= max_attempts else State.QUEUED
             await db.execute(
                 "UPDATE messages SET state = ?, error = ?, updated_at = ? WHERE id = ?",
                 (state, error, now, message_id),
@@ -275,7 +284,8 @@ class SendingMixin(StoreConnection):
             if cur.rowcount != 1:
                 return None
             await db.execute(
-                "UPDATE messages SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                f"UPDATE messages SET state = {State.FAILED.sql}, error = ?, updated_at = ? "
+                "WHERE id = ?",
                 (error, now, message_id),
             )
             return await fetch_message(db, message_id)
@@ -292,7 +302,8 @@ class SendingMixin(StoreConnection):
                 return 0
         async with self._write() as db:
             await db.execute(
-                "UPDATE messages SET state = 'queued', updated_at = ? WHERE state = 'sending' "
+                f"UPDATE messages SET state = {State.QUEUED.sql}, updated_at = ? "
+                f"WHERE state = {State.SENDING.sql} "
                 "AND id IN (SELECT message_id FROM outbox WHERE lease_owner = ?)",
                 (now, owner),
             )
@@ -320,7 +331,7 @@ class SendingMixin(StoreConnection):
             if cur.rowcount != 1:
                 return None
             await db.execute(
-                "UPDATE messages SET state = 'cancelled', error = NULL, updated_at = ? "
+                f"UPDATE messages SET state = {State.CANCELLED.sql}, error = NULL, updated_at = ? "
                 "WHERE id = ?",
                 (now, message_id),
             )

@@ -17,10 +17,12 @@ from .records import (
     REPLY_OFFSET,
     Message,
     PastQuestion,
+    Role,
     SearchHit,
     fetch_message,
     message_from_row,
 )
+from .records import MessageState as State
 
 SEARCH_RANK_WINDOW = 5_000  # newest matches ranked by a search
 
@@ -103,7 +105,8 @@ class TimelineMixin(StoreConnection):
                 return None
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                "updated_at, reply_to, meta) VALUES (?, ?, 'notice', ?, 'complete', ?, ?, ?, ?)",
+                "updated_at, reply_to, meta) "
+                f"VALUES (?, ?, {Role.NOTICE.sql}, ?, {State.COMPLETE.sql}, ?, ?, ?, ?)",
                 (
                     reply_to.conversation_id,
                     reply_to.seq + 1 + taken,
@@ -149,14 +152,14 @@ class TimelineMixin(StoreConnection):
         """Every delivered question with its reply, oldest first."""
         async with self._read() as db:
             cur = await db.execute(
-                """
+                f"""
                 SELECT u.id, u.conversation_id, c.title, u.content AS question,
                        a.content AS answer, u.created_at
                 FROM messages u
                 JOIN messages a ON a.conversation_id = u.conversation_id
-                     AND a.seq = u.seq + ? AND a.role = 'assistant'
+                     AND a.seq = u.seq + ? AND a.role = {Role.ASSISTANT.sql}
                 JOIN conversations c ON c.id = u.conversation_id
-                WHERE u.role = 'user' AND u.state = 'delivered'
+                WHERE u.role = {Role.USER.sql} AND u.state = {State.DELIVERED.sql}
                 ORDER BY u.id
                 """,
                 (REPLY_OFFSET,),

@@ -16,7 +16,18 @@ from typing import Any
 import aiosqlite
 
 from .connection import StoreConnection, StoreError
-from .records import REPLY_OFFSET, SEQ_STEP, Message, conversation_from_row, fetch_message
+from .records import (
+    REPLY_OFFSET,
+    SEQ_STEP,
+    SETTLED_STATES,
+    Message,
+    Role,
+    conversation_from_row,
+    fetch_message,
+    link_replies,
+    sql_list,
+)
+from .records import MessageState as State
 
 
 class VersionsMixin(StoreConnection):
@@ -31,16 +42,16 @@ class VersionsMixin(StoreConnection):
         now = time.time()
         async with self._write() as db:
             message = await fetch_message(db, message_id)
-            if message is None or message.role != "user":
+            if message is None or message.role != Role.USER:
                 raise StoreError(f"no message with id {message_id} to send again")
-            if message.state != "delivered":
+            if message.state != State.DELIVERED:
                 raise StoreError(
                     f"message {message_id} is {message.state}; only an answered message "
                     "can be regenerated (retry or edit it from the queue instead)"
                 )
             later = await self._scalar(
-                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user' "
-                "AND seq > ? AND state != 'cancelled'",
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? "
+                f"AND role = {Role.USER.sql} AND seq > ? AND state != {State.CANCELLED.sql}",
                 (message.conversation_id, message.seq),
             )
             if later:
@@ -52,12 +63,13 @@ class VersionsMixin(StoreConnection):
             total = int(message.meta.get("versions", 1)) + 1
             meta = {**message.meta, "version": total, "versions": total}
             await db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? "
+                f"AND role = {Role.ASSISTANT.sql}",
                 (message.conversation_id, message.seq + REPLY_OFFSET),
             )
             await db.execute(
-                "UPDATE messages SET content = ?, state = 'queued', error = NULL, key = ?, "
-                "meta = ?, updated_at = ? WHERE id = ?",
+                f"UPDATE messages SET content = ?, state = {State.QUEUED.sql}, error = NULL, "
+                "key = ?, meta = ?, updated_at = ? WHERE id = ?",
                 (
                     text if text is not None and text.strip() else message.content,
                     str(uuid.uuid4()),
@@ -83,7 +95,7 @@ class VersionsMixin(StoreConnection):
         """Copy a turn as it is now (question and reply) into turn_versions."""
         cur = await db.execute(
             "SELECT content, state, meta, created_at FROM messages "
-            "WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+            f"WHERE conversation_id = ? AND seq = ? AND role = {Role.ASSISTANT.sql}",
             (question.conversation_id, question.seq + REPLY_OFFSET),
         )
         reply = await cur.fetchone()
@@ -110,7 +122,7 @@ class VersionsMixin(StoreConnection):
         now = time.time()
         async with self._write() as db:
             message = await fetch_message(db, message_id)
-            if message is None or message.role != "user":
+            if message is None or message.role != Role.USER:
                 raise StoreError(f"no message with id {message_id}")
             total = int(message.meta.get("versions", 1))
             current = int(message.meta.get("version", 1))
@@ -118,7 +130,7 @@ class VersionsMixin(StoreConnection):
                 raise StoreError(f"message {message_id} has versions 1 to {total}")
             if version == current:
                 return message
-            if message.state not in ("delivered", "cancelled"):
+            if message.state not in SETTLED_STATES:
                 raise StoreError(
                     f"message {message_id} is {message.state}; wait for its reply "
                     "(or cancel it) before switching versions"
@@ -132,18 +144,20 @@ class VersionsMixin(StoreConnection):
                 raise StoreError(f"version {version} of message {message_id} is not stored")
             await self._keep_version(db, message)
             await db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? AND role = 'assistant'",
+                "DELETE FROM messages WHERE conversation_id = ? AND seq = ? "
+                f"AND role = {Role.ASSISTANT.sql}",
                 (message.conversation_id, message.seq + REPLY_OFFSET),
             )
             if target["reply"] is not None:
                 await db.execute(
                     "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                    "updated_at, reply_to, meta) VALUES (?, ?, 'assistant', ?, ?, ?, ?, ?, ?)",
+                    "updated_at, reply_to, meta) "
+                    f"VALUES (?, ?, {Role.ASSISTANT.sql}, ?, ?, ?, ?, ?, ?)",
                     (
                         message.conversation_id,
                         message.seq + REPLY_OFFSET,
                         target["reply"],
-                        target["reply_state"] or "complete",
+                        target["reply_state"] or State.COMPLETE,
                         target["created_at"],
                         now,
                         message.id,
@@ -154,7 +168,7 @@ class VersionsMixin(StoreConnection):
                 "UPDATE messages SET content = ?, state = ?, meta = ?, updated_at = ? WHERE id = ?",
                 (
                     target["question"],
-                    "delivered" if target["reply"] is not None else "cancelled",
+                    State.DELIVERED if target["reply"] is not None else State.CANCELLED,
                     json.dumps({**message.meta, "version": version}),
                     now,
                     message_id,
@@ -193,7 +207,7 @@ class VersionsMixin(StoreConnection):
         now = time.time()
         async with self._write() as db:
             message = await fetch_message(db, message_id)
-            if message is None or message.role != "user":
+            if message is None or message.role != Role.USER:
                 raise StoreError(f"no message with id {message_id}")
             cur = await db.execute(
                 "SELECT * FROM conversations WHERE id = ?", (message.conversation_id,)
@@ -222,16 +236,11 @@ class VersionsMixin(StoreConnection):
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
                 "updated_at, error, key, meta) SELECT ?, seq, role, content, state, created_at, ?, "
                 "error, key, meta FROM messages WHERE conversation_id = ? AND seq < ? "
-                "AND (role != 'user' OR state IN ('delivered', 'cancelled')) ORDER BY seq",
+                f"AND (role != {Role.USER.sql} OR state IN {sql_list(SETTLED_STATES)}) "
+                "ORDER BY seq",
                 (new_id, now, origin.id, message.seq),
             )
-            await db.execute(
-                "UPDATE messages SET reply_to = (SELECT u.id FROM messages u "
-                "WHERE u.conversation_id = messages.conversation_id "
-                "AND u.seq = messages.seq / ? * ? AND u.role = 'user') "
-                "WHERE conversation_id = ? AND role != 'user'",
-                (SEQ_STEP, SEQ_STEP, new_id),
-            )
+            await link_replies(db, new_id)
             await db.execute(
                 "INSERT INTO turn_versions SELECT ?, seq, version, question, reply, reply_state, "
                 "reply_meta, created_at FROM turn_versions WHERE conversation_id = ? AND seq < ?",
@@ -239,7 +248,8 @@ class VersionsMixin(StoreConnection):
             )
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, role, content, state, created_at, "
-                "updated_at, key, meta) VALUES (?, ?, 'user', ?, 'queued', ?, ?, ?, ?)",
+                "updated_at, key, meta) "
+                f"VALUES (?, ?, {Role.USER.sql}, ?, {State.QUEUED.sql}, ?, ?, ?, ?)",
                 (
                     new_id,
                     message.seq,
