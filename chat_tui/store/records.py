@@ -6,8 +6,8 @@ reply to the user message at ``seq`` s is stored at s+5 and notices about it at
 s+1…s+4. So a conversation reads in order by ``seq`` alone, and the unique
 index on ``(conversation_id, seq)`` makes a second reply to the same message
 impossible at the database level. This layout belongs to the store: callers
-order by ``seq`` but should not compute with it (a reply or notice names its
-question in ``reply_to``).
+order by ``seq`` but should not compute with it (``Store.page`` says whether
+older messages exist; a reply or notice names its question in ``reply_to``).
 """
 
 from __future__ import annotations
@@ -172,6 +172,15 @@ class QueueItem:
             "created_at": m.created_at,
             "preview": m.content[:80],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A run of a conversation's messages, oldest first, and whether older ones exist
+    (to load on scroll, with ``before_seq`` = the first message's ``seq``)."""
+
+    messages: list[Message]
+    has_older: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from .records import (
     MESSAGE_FROM,
     REPLY_OFFSET,
     Message,
+    Page,
     PastQuestion,
     Role,
     SearchHit,
@@ -34,10 +35,11 @@ class TimelineMixin(StoreConnection):
         async with self._read() as db:
             return await fetch_message(db, message_id)
 
-    async def messages_page(
+    async def page(
         self, conversation_id: int, *, before_seq: int | None = None, limit: int = 100
-    ) -> list[Message]:
-        """The newest ``limit`` messages before ``before_seq``, oldest first.
+    ) -> Page:
+        """The newest ``limit`` messages before ``before_seq`` (None: the newest of all),
+        oldest first, and whether older ones exist.
 
         One index range scan on (conversation_id, seq): the cost does not grow
         with the length of the conversation.
@@ -47,30 +49,44 @@ class TimelineMixin(StoreConnection):
             cur = await db.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
-                (conversation_id, before, limit),
+                (conversation_id, before, limit + 1),  # one more: are there older ones?
             )
             rows = await cur.fetchall()
-        return [message_from_row(r) for r in reversed(rows)]
+        messages = [message_from_row(r) for r in reversed(rows[:limit])]
+        return Page(messages, has_older=len(rows) > limit)
 
-    async def messages_around(
-        self, conversation_id: int, seq: int, *, limit: int = 100
-    ) -> list[Message]:
-        """A page that contains ``seq`` (for opening a search hit), oldest first."""
+    async def page_around(self, conversation_id: int, seq: int, *, limit: int = 100) -> Page:
+        """A page that contains ``seq`` (for opening a search hit), oldest first, and
+        whether older messages exist."""
         half = limit // 2
         async with self._read() as db:
             cur = await db.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
-                (conversation_id, seq, half),
+                (conversation_id, seq, half + 1),  # one more: are there older ones?
             )
-            before = list(reversed(await cur.fetchall()))
+            rows = await cur.fetchall()
+            before = list(reversed(rows[:half]))
             cur = await db.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} "
                 "WHERE m.conversation_id = ? AND m.seq >= ? ORDER BY m.seq LIMIT ?",
                 (conversation_id, seq, limit - len(before)),
             )
             after = await cur.fetchall()
-        return [message_from_row(r) for r in (*before, *after)]
+        messages = [message_from_row(r) for r in (*before, *after)]
+        return Page(messages, has_older=len(rows) > half)
+
+    async def messages_page(
+        self, conversation_id: int, *, before_seq: int | None = None, limit: int = 100
+    ) -> list[Message]:
+        """``page(...).messages``: the newest ``limit`` messages before ``before_seq``."""
+        return (await self.page(conversation_id, before_seq=before_seq, limit=limit)).messages
+
+    async def messages_around(
+        self, conversation_id: int, seq: int, *, limit: int = 100
+    ) -> list[Message]:
+        """``page_around(...).messages``: a page that contains ``seq``."""
+        return (await self.page_around(conversation_id, seq, limit=limit)).messages
 
     async def all_messages(self, conversation_id: int) -> list[Message]:
         async with self._read() as db:
