@@ -97,7 +97,7 @@ class SendingMixin(StoreConnection):
             history: list[dict[str, str]] = []
             seqs: list[int] = []
             if with_history:
-                history, seqs = await self._history(db, message.conversation_id, message.seq, None)
+                history, seqs = await read_history(db, message.conversation_id, message.seq, None)
         return Claim(message, conversation, history, owner, expires, seqs)
 
     async def history(
@@ -111,48 +111,7 @@ class SendingMixin(StoreConnection):
         model's window, and reading 10,000 messages for it took 200 ms.
         """
         async with self._read() as db:
-            return await self._history(db, conversation_id, before_seq, max_chars)
-
-    async def _history(
-        self,
-        db: aiosqlite.Connection,
-        conversation_id: int,
-        before_seq: int,
-        max_chars: int | None,
-    ) -> tuple[list[dict[str, str]], list[int]]:
-        cur = await db.execute(
-            f"""
-            SELECT u.content AS question, a.content AS answer, u.seq
-            FROM messages u JOIN messages a
-              ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
-             AND a.role = {Role.ASSISTANT.sql}
-            WHERE u.conversation_id = ? AND u.role = {Role.USER.sql}
-              AND u.state = {State.DELIVERED.sql} AND u.seq < ?
-            ORDER BY u.seq DESC
-            """,
-            (REPLY_OFFSET, conversation_id, before_seq),
-        )
-        turns: list[sqlite3.Row] = []
-        size = 0
-        batch = 32  # the newest turns first; more at a time once it is clearly a long read
-        while max_chars is None or size <= max_chars:
-            rows = await cur.fetchall() if max_chars is None else await cur.fetchmany(batch)
-            if not rows:
-                break
-            batch = min(batch * 4, 2048)
-            for row in rows:
-                turns.append(row)
-                size += len(row[0]) + len(row[1])
-                if max_chars is not None and size > max_chars:
-                    break
-        await cur.close()
-        history: list[dict[str, str]] = []
-        seqs: list[int] = []
-        for question, answer, seq in reversed(turns):
-            history.append({"role": Role.USER.value, "content": question})
-            history.append({"role": Role.ASSISTANT.value, "content": answer})
-            seqs.append(seq)
-        return history, seqs
+            return await read_history(db, conversation_id, before_seq, max_chars)
 
     async def renew_lease(self, message_id: int, owner: str, expires: float) -> bool:
         async with self._write() as db:
@@ -336,3 +295,45 @@ class SendingMixin(StoreConnection):
                 (now, message_id),
             )
             return await fetch_message(db, message_id)
+
+
+async def read_history(
+    db: aiosqlite.Connection,
+    conversation_id: int,
+    before_seq: int,
+    max_chars: int | None,
+) -> tuple[list[dict[str, str]], list[int]]:
+    """``history`` inside the caller's transaction."""
+    cur = await db.execute(
+        f"""
+        SELECT u.content AS question, a.content AS answer, u.seq
+        FROM messages u JOIN messages a
+          ON a.conversation_id = u.conversation_id AND a.seq = u.seq + ?
+         AND a.role = {Role.ASSISTANT.sql}
+        WHERE u.conversation_id = ? AND u.role = {Role.USER.sql}
+          AND u.state = {State.DELIVERED.sql} AND u.seq < ?
+        ORDER BY u.seq DESC
+        """,
+        (REPLY_OFFSET, conversation_id, before_seq),
+    )
+    turns: list[sqlite3.Row] = []
+    size = 0
+    batch = 32  # the newest turns first; more at a time once it is clearly a long read
+    while max_chars is None or size <= max_chars:
+        rows = await cur.fetchall() if max_chars is None else await cur.fetchmany(batch)
+        if not rows:
+            break
+        batch = min(batch * 4, 2048)
+        for row in rows:
+            turns.append(row)
+            size += len(row[0]) + len(row[1])
+            if max_chars is not None and size > max_chars:
+                break
+    await cur.close()
+    history: list[dict[str, str]] = []
+    seqs: list[int] = []
+    for question, answer, seq in reversed(turns):
+        history.append({"role": Role.USER.value, "content": question})
+        history.append({"role": Role.ASSISTANT.value, "content": answer})
+        seqs.append(seq)
+    return history, seqs
