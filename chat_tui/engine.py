@@ -15,19 +15,24 @@ from typing import TYPE_CHECKING
 
 from .config import Settings
 from .endpoint import DeliveryError, UnreachableError
-from .events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted
+from .events import (
+    Listener,
+    LocalAnswerDelta,
+    LocalAnswerEnded,
+    LocalAnswerStarted,
+    MessageChanged,
+    OutboxEvent,
+    ReplyStored,
+)
 from .links import Link, Links, UnknownEndpoint, endpoint_name
-from .outbox import Listener, MessageChanged, Outbox, OutboxEvent, ReplyStored
 from .reachability import ReachabilityState
-from .store import Claim, Conversation, Message, PastQuestion, Store, StoreError, StoreReplaced
+from .sender import Outbox, supervise
+from .store import Claim, Conversation, Message, PastQuestion, Store, StoreError
 
 if TYPE_CHECKING:
     from .answers import AnswerIndex
 
 log = logging.getLogger(__name__)
-
-RESTART_FIRST = 0.5  # seconds before a sender that died is started again, doubling…
-RESTART_CAP = 10.0  # …up to this
 
 
 class Engine:
@@ -280,24 +285,7 @@ class Engine:
         """Run the sender under a supervisor: the loop catches every error itself, and
         if it still ends with one, it is logged, shown, and started again (with a
         growing pause), so delivery never stops until the process does."""
-        delay = RESTART_FIRST
-        restarts = 0
-        while True:
-            try:
-                await self.outbox.run(until_empty=until_empty)
-                return
-            except StoreReplaced:
-                raise  # a restart would write to the same lost file
-            except Exception as exc:
-                restarts += 1
-                log.exception("the sender stopped (restart %d in %.1f s)", restarts, delay)
-                self.outbox.report_problem(
-                    "supervisor",
-                    f"the sender stopped ({type(exc).__name__}: {exc}); restarting",
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESTART_CAP)
-                self.outbox.report_problem("supervisor", None)
+        await supervise(self.outbox, until_empty=until_empty)
 
     async def rescue_unsent(self) -> list[Path]:
         """The database file is gone: keep what was typed and not yet answered in
