@@ -13,17 +13,21 @@ small typos) must still match, while look-alikes that share most of their words
 Rust", "2+2" / "2+3") must not.
 
 * ``text``: a question's normalised form and its content tokens;
-* ``index``: the scoring, and the index of past questions (``AnswerIndex``).
+* ``index``: the scoring, and the index of past questions (``AnswerIndex``);
+* ``service``: ``OfflineAnswers``, which builds the index on first use, keeps it
+  fresh by listening for stored replies, and stores a match as a notice.
 
 The matching modules import rapidfuzz, which takes time to load: their names are
-imported here on first use, so importing the package costs nothing until
-then.
+imported here on first use, so the engine (which makes the service) does not
+pay for it at start-up.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from .service import OfflineAnswers
 
 if TYPE_CHECKING:
     from .index import DEFAULT_THRESHOLD, AnswerIndex, OfflineAnswer, score
@@ -33,6 +37,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "AnswerIndex",
     "OfflineAnswer",
+    "OfflineAnswers",
     "normalize",
     "score",
 ]
