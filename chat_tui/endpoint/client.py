@@ -86,11 +86,6 @@ class Endpoint:
 
     # -- the link and side requests ----------------------------------------------------
 
-    def first_hop(self) -> tuple[str, int, bool]:
-        """Where a new connection goes first: the proxy if there is one, else the endpoint
-        (host, port, is_proxy)."""
-        return self.hop.address()
-
     async def can_connect(self, timeout: float = 1.0) -> bool:
         """Does anything accept a TCP connection at the endpoint's host and port
         (or at the proxy's, when requests go through one)?
@@ -100,17 +95,9 @@ class Endpoint:
         """
         return (await self.hop.check(timeout))[0]
 
-    async def check_link(self, timeout: float = LINK_CHECK_TIMEOUT) -> tuple[bool, str]:
-        """Connect anew to the first hop; (True, "") or (False, why in plain words)."""
-        return await self.hop.check(timeout)
-
     async def local_address(self) -> str | None:
         """The local address new connections to the first hop leave from (None: no route)."""
         return await self.hop.local_address()
-
-    async def explain(self, exc: httpx.TransportError) -> str:
-        """A connect failure in plain words, naming the proxy, DNS or the addresses tried."""
-        return await self.hop.explain(exc)
 
     async def probe(self, timeout: float = 5.0) -> ProbeResult:
         """``GET /models``: is the API itself answering?"""

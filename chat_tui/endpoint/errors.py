@@ -52,7 +52,7 @@ class TransientError(DeliveryError):
         self.retry_after = retry_after
         self.network = network or transport  # the connection failed: the link may be down
         # The transport itself broke (reset, cut, dead link): the network's doing, not the
-        # request's, so it costs the message no attempt (DESIGN "Bounds").
+        # request's, so it costs the message no attempt (docs/architecture.md step 7).
         self.transport = transport
 
 
@@ -122,8 +122,9 @@ def classify_status(response: httpx.Response, body: bytes) -> DeliveryError:
 
 def classify_error_object(err: object) -> DeliveryError:
     """An error the server sent inside a 200 answer (a JSON body, an SSE ``event: error``,
-    a ``data:`` line with ``error``): classified as its HTTP status would be (DESIGN
-    step 5). Without a usable status it is the server failing: transient."""
+    a ``data:`` line with ``error``): classified as its HTTP status would be
+    (docs/architecture.md step 5). Without a usable status it is the server failing:
+    transient."""
     message: object = err
     status: int | None = None
     code = ""
