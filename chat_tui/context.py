@@ -1,4 +1,4 @@
-"""Fitting each request into the model's context window (DESIGN: "Context window").
+"""Fitting each request into the model's context window (docs/conversations.md).
 
 Headless and cheap: it runs on every send. The limit comes from, in order,
 the ``context_tokens`` setting (per model), what the server says (llama.cpp

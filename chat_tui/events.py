@@ -110,6 +110,24 @@ OutboxEvent = (
 Listener = Callable[[OutboxEvent], None]
 
 
+class Broadcast:
+    """A listener that hands each event to every subscriber, in the order they subscribed.
+
+    A subscriber that raises stops the event there; the sender, which calls
+    this, logs it and goes on.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._subscribers.append(listener)
+
+    def __call__(self, event: OutboxEvent) -> None:
+        for listener in self._subscribers:
+            listener(event)
+
+
 # -- reachability -----------------------------------------------------------------------------
 
 

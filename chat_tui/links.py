@@ -108,6 +108,13 @@ class Links:
     def for_conversation(self, conversation: Conversation | None) -> Link:
         return self.get(endpoint_name(conversation))
 
+    def known(self, conversation: Conversation | None) -> Link | None:
+        """The conversation's link, or None if the configuration no longer has its endpoint."""
+        try:
+            return self.for_conversation(conversation)
+        except UnknownEndpoint:
+            return None
+
     def all(self) -> list[Link]:
         return list(self._links.values())
 
