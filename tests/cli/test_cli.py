@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import chat_tui
-from tests.conftest import CliEnv, wait_settled
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import CliEnv, wait_settled
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from chat_tui.cli import build_parser
-from tests.conftest import CliEnv
 from tests.fault_server import FaultServer
+from tests.helpers import CliEnv
 
 NOWHERE = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
 

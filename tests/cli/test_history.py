@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 from chat_tui.store import Store
-from tests.conftest import CliEnv
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import CliEnv
 
 
 def delivered(cli: CliEnv, *texts: str) -> int:

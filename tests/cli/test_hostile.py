@@ -45,9 +45,8 @@ from chat_tui.config import Settings
 from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
-from tests.conftest import REPO_ROOT, CliEnv, fast_config
 from tests.fault_server import Fault, FaultServer
-from tests.test_terminal import Terminal
+from tests.helpers import REPO_ROOT, CliEnv, Terminal, fast_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from chat_tui.handoff import is_running
 from tests.fault_server import FaultServer
-from tests.test_terminal import Terminal
+from tests.helpers import Terminal
 
 FAST_CONFIG = """
 probe_cap = 1.0

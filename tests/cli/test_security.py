@@ -39,8 +39,8 @@ from chat_tui.logs import MAX_BYTES, setup_logging
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
-from tests.conftest import REPO_ROOT, CliEnv, fast_config
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import REPO_ROOT, CliEnv, fast_config
 
 pytestmark = pytest.mark.timeout(60)
 

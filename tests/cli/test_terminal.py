@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pty
-import select
 import signal
 import sqlite3
 import sys
@@ -15,80 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.fault_server import FaultServer
+from tests.helpers import Terminal
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
-
-
-class Terminal:
-    """chat-tui running in a pty, read and typed into like a person would."""
-
-    def __init__(
-        self, data_dir: Path, base_url: str, *args: str, config: Path | None = None
-    ) -> None:
-        env = {
-            **os.environ,
-            "CHAT_TUI_DATA_DIR": str(data_dir),
-            "CHAT_TUI_CONFIG": str(config or data_dir / "absent.toml"),
-            "TERM": "xterm-256color",
-            "COLUMNS": "100",
-            "LINES": "30",
-        }
-        env.pop("TEXTUAL", None)
-        argv = [sys.executable, "-m", "chat_tui", "--base-url", base_url, *args]
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: become chat-tui
-            os.execvpe(argv[0], argv, env)
-        self.output = b""
-
-    def read_until(self, needle: bytes, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while needle not in self.output:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ready, _, _ = select.select([self.fd], [], [], min(left, 0.2))
-            if ready:
-                try:
-                    chunk = os.read(self.fd, 65536)
-                except OSError:
-                    return needle in self.output
-                if not chunk:
-                    return needle in self.output
-                self.output += chunk
-        return True
-
-    def type(self, text: str) -> None:
-        os.write(self.fd, text.encode())
-
-    def drain(self, seconds: float) -> None:
-        """Keep reading so the app never blocks on a full pty buffer."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.fd], [], [], 0.05)
-            if ready:
-                try:
-                    self.output += os.read(self.fd, 65536)
-                except OSError:
-                    return
-
-    def wait(self, timeout: float = 15.0) -> int | None:
-        """Exit status, or None if it did not exit in time."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                return os.waitstatus_to_exitcode(status)
-            self.drain(0.05)
-        return None
-
-    def kill(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
 
 
 def db_facts(db: Path) -> dict[str, object]:

@@ -20,8 +20,8 @@ from chat_tui.config import ConfigError, load_settings
 from chat_tui.context import fit, parse_overflow
 from chat_tui.engine import Engine
 from chat_tui.store import Store
-from tests.conftest import make_settings
 from tests.fault_server import Fault, FaultServer, prompt_tokens
+from tests.helpers import make_settings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,8 +20,8 @@ from chat_tui.config import Settings
 from chat_tui.engine import Engine
 from chat_tui.outbox import MessageChanged, ReplyAborted, ReplyStored
 from chat_tui.store import REPLY_OFFSET, Message, Store
-from tests.conftest import make_settings, wait_settled, wait_until
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import make_settings, wait_settled, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -466,7 +466,7 @@ async def test_endpoint_return_is_noticed_quickly_even_after_a_long_outage(
     """With the default 15 s probe cap, HTTP probes alone could miss the return for
     up to 15 s; the bare connect each second must notice it within about a second."""
     from chat_tui.engine import Engine
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     settings = make_settings(fault_server.base_url, tmp_path, probe_cap=15.0)
     fault_server.stop()

@@ -26,8 +26,8 @@ from chat_tui.endpoint import (
     UnreachableError,
 )
 from chat_tui.engine import Engine
-from tests.conftest import wait_settled, wait_until
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import wait_settled, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -377,7 +377,7 @@ async def test_idempotency_key_is_message_key_on_every_attempt(
 
 async def test_oversized_json_body_fails_once_with_a_reason(fault_server, tmp_path) -> None:
     from chat_tui.endpoint import Endpoint, PermanentError
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     settings = make_settings(fault_server.base_url, tmp_path, stream=False, max_reply_chars=1000)
     fault_server.reply_fn = lambda body: "y" * 100_000  # beyond 4 × 1000 chars + 64 KiB

@@ -17,9 +17,8 @@ from chat_tui.config import ConfigError, EndpointConfig, Settings, load_settings
 from chat_tui.engine import Engine
 from chat_tui.events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted
 from chat_tui.store import Message
-from tests.conftest import make_settings, wait_until
 from tests.fault_server import Fault, FaultServer
-from tests.llama import llama_server  # noqa: F401 - the fixture, used by name
+from tests.helpers import make_settings, wait_until
 
 LOCAL_TEXT = "LOCAL-ANSWER-7f3a the local model's view"
 
@@ -336,7 +335,7 @@ async def test_the_fallback_answer_can_be_stopped_and_keeps_what_came(
 async def test_real_llama_server_answers_while_the_cloud_is_away(
     tmp_path: Path,
     cloud: FaultServer,
-    llama_server: Any,  # noqa: F811 - the imported fixture
+    llama_server: Any,
 ) -> None:
     settings = make_settings(
         cloud.base_url,
@@ -375,7 +374,7 @@ async def test_real_llama_server_answers_while_the_cloud_is_away(
 def test_send_wait_prints_the_fallback_answer_and_models_lists_from_cache(
     tmp_path: Path, cloud: FaultServer, local: FaultServer
 ) -> None:
-    from tests.conftest import CliEnv, fast_config
+    from tests.helpers import CliEnv, fast_config
 
     cli = CliEnv(tmp_path, cloud.base_url)
     cli.write_config(

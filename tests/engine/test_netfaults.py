@@ -34,15 +34,14 @@ from chat_tui.events import (
     ReplyStarted,
     ReplyStored,
 )
-from tests.conftest import CliEnv, make_settings, wait_until
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import CliEnv, make_settings, tmpfs, wait_until
 from tests.netlab import (
     CountingListener,
     NetLab,
     NetLabUnavailable,
     fill,
     hold_exclusive,
-    small_disk,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -63,17 +62,6 @@ def lab() -> Iterator[NetLab]:
         yield net
     finally:
         net.stop()
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str = "4m") -> Iterator[Path]:
-    """A small tmpfs of our own; the test skips, saying why, when mounting is refused."""
-    try:
-        with small_disk(where, size) as disk:
-            yield disk
-    except NetLabUnavailable as exc:
-        print(exc)
-        pytest.skip(str(exc))
 
 
 @contextlib.asynccontextmanager

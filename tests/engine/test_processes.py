@@ -20,8 +20,8 @@ from collections import defaultdict
 import pytest
 
 from chat_tui.store import Store
-from tests.conftest import CliEnv, wait_settled, wait_until_sync
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import CliEnv, wait_settled, wait_until_sync
 
 pytestmark = pytest.mark.timeout(90)
 

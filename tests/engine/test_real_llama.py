@@ -20,8 +20,8 @@ from chat_tui.engine import Engine
 from chat_tui.events import ReplyDelta, ReplyStored
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
-from tests.conftest import CliEnv, fast_config
-from tests.llama import CONTEXT_TOKENS, LlamaServer, llama_server  # noqa: F401 - the fixture
+from tests.helpers import CliEnv, fast_config
+from tests.llama import CONTEXT_TOKENS, LlamaServer
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -51,7 +51,7 @@ async def deliver_all(engine: Engine, timeout: float) -> None:
 
 
 async def test_fifteen_turns_with_a_1024_token_window_are_all_answered(
-    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    llama_server: LlamaServer,
     tmp_path: Path,
 ) -> None:
     """More than the window holds: the oldest turns are dropped, nothing fails.
@@ -104,7 +104,7 @@ async def test_fifteen_turns_with_a_1024_token_window_are_all_answered(
 
 
 async def test_queued_while_down_then_delivered_in_order(
-    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    llama_server: LlamaServer,
     tmp_path: Path,
 ) -> None:
     """The CLI queues three questions while the server is down; `sync` delivers
@@ -133,7 +133,7 @@ async def test_queued_while_down_then_delivered_in_order(
 
 
 async def test_stop_mid_reply_keeps_what_came(
-    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    llama_server: LlamaServer,
     tmp_path: Path,
 ) -> None:
     settings = real_settings(llama_server, tmp_path, max_reply_tokens=400)
@@ -171,7 +171,7 @@ async def test_stop_mid_reply_keeps_what_came(
 
 
 async def test_usage_is_shown_in_the_reply_header(
-    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    llama_server: LlamaServer,
     tmp_path: Path,
 ) -> None:
     app = ChatApp(real_settings(llama_server, tmp_path))
@@ -191,7 +191,7 @@ async def test_usage_is_shown_in_the_reply_header(
 
 
 async def test_no_stream_mode(
-    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    llama_server: LlamaServer,
     tmp_path: Path,
 ) -> None:
     settings = real_settings(llama_server, tmp_path, stream=False)
@@ -209,7 +209,7 @@ async def test_no_stream_mode(
 
 
 async def test_overflow_from_the_real_server_is_learned_and_trimmed(
-    llama_server: LlamaServer,  # noqa: F811 - the fixture imported above
+    llama_server: LlamaServer,
     tmp_path: Path,
 ) -> None:
     """A setting that promises more than the server has (4096 vs -c 1024): llama.cpp's

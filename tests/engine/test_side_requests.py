@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chat_tui.endpoint import Endpoint
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 class _Trickle(BaseHTTPRequestHandler):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO_ROOT
+
 SCRIPT = REPO_ROOT / "scripts" / "soak.py"
 VIOLATIONS = (
     "lost",

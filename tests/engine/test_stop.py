@@ -14,8 +14,8 @@ import pytest
 from chat_tui.engine import Engine
 from chat_tui.events import ReplyDelta, ReplyStored
 from chat_tui.store import REPLY_OFFSET
-from tests.conftest import CliEnv, wait_until
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import CliEnv, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

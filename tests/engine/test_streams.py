@@ -23,8 +23,8 @@ from chat_tui.endpoint import (
 )
 from chat_tui.engine import Engine
 from chat_tui.events import ReplyReasoning
-from tests.conftest import make_settings
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import make_settings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,8 @@ import pytest
 
 from chat_tui.engine import Engine
 from chat_tui.store import Message, StoreError
-from tests.conftest import CliEnv, wait_settled, wait_until
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import CliEnv, wait_settled, wait_until
 
 
 async def _delivered(engine: Engine, message_id: int) -> Message:

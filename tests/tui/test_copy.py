@@ -16,10 +16,8 @@ import pytest
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.copying import code_blocks
 from chat_tui.tui.widgets.chat_view import ChatView
-from tests.conftest import REPO_ROOT, fast_config
 from tests.fault_server import FaultServer
-from tests.test_tui import make_settings, views, wait_until
-from tests.test_tui_features import seed_history
+from tests.helpers import REPO_ROOT, app_settings, fast_config, seed_history, views, wait_until
 
 REPLY = "Two ways:\n\n```python\nprint('one')\n```\n\nor\n\n```sh\necho two\n```\n"
 
@@ -33,7 +31,7 @@ async def test_select_a_message_and_copy_it_or_its_code(
     server: FaultServer, tmp_path: Path
 ) -> None:
     await seed_history(tmp_path / "chat.db", [("how do I print?", REPLY)], title="code")
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.press("tab")  # from the composer to the messages: the newest is selected
@@ -57,7 +55,7 @@ async def test_select_a_message_and_copy_it_or_its_code(
 
 async def test_click_selects_a_message(server: FaultServer, tmp_path: Path) -> None:
     await seed_history(tmp_path / "chat.db", [("first question", "first answer")])
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.pause(0.2)  # let the layout settle before aiming
@@ -216,7 +214,7 @@ async def test_a_reply_landing_while_the_window_is_unfocused_is_announced(
 ) -> None:
     from textual import events
 
-    app = ChatApp(make_settings(server, tmp_path, notify=mode))
+    app = ChatApp(app_settings(server, tmp_path, notify=mode))
     rings: list[str] = []
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")

@@ -16,8 +16,8 @@ from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.status import OfflineBanner
 from tests.fault_server import FaultServer
-from tests.test_netfaults import fill, hold_exclusive, tmpfs
-from tests.test_tui import make_settings, wait_until
+from tests.helpers import app_settings, tmpfs, wait_until
+from tests.netlab import fill, hold_exclusive
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,7 +36,7 @@ async def test_enter_while_another_program_holds_the_database(
 ) -> None:
     """After half a second the composer says it waits for the database, keeps the
     text, and queues it once the other program lets go."""
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"held up")
@@ -70,7 +70,7 @@ async def test_enter_while_another_program_holds_the_database(
 async def test_the_banner_names_a_database_the_sender_cannot_write(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         assert app.engine is not None
@@ -90,7 +90,7 @@ async def test_a_draft_that_cannot_be_saved_at_exit_goes_to_a_rescue_file(
     the text back."""
     with tmpfs(tmp_path / "disk") as disk:
         data = disk / "data"
-        app = ChatApp(make_settings(server, data))
+        app = ChatApp(app_settings(server, data))
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
             await pilot.press(*"first", "enter")
@@ -112,7 +112,7 @@ async def test_a_draft_that_cannot_be_saved_at_exit_goes_to_a_rescue_file(
         assert kept.text == "typed while the disk is full ✓"
         assert os.stat(kept.path).st_mode & 0o777 == 0o600
         filler.unlink()
-        again = ChatApp(make_settings(server, data))
+        again = ChatApp(app_settings(server, data))
         async with again.run_test(size=(100, 30)) as pilot:
             await wait_until(pilot, lambda: "disk is full" in again.composer.text)
             assert again.composer.text == "typed while the disk is full ✓"
@@ -124,7 +124,7 @@ async def test_a_deleted_database_stops_the_window_and_keeps_the_text(
 ) -> None:
     """chat.db deleted while the app runs: it notices within a second, says so,
     and keeps the draft and every unsent message for the next start."""
-    settings = make_settings(server, tmp_path, base_url="http://127.0.0.1:9/v1")
+    settings = app_settings(server, tmp_path, base_url="http://127.0.0.1:9/v1")
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"queued while offline", "enter")
@@ -158,7 +158,7 @@ async def test_no_leftover_streaming_bubble_after_another_sender_took_over(
     from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
     from tests.fault_server import Fault
 
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")

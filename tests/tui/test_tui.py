@@ -4,47 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from chat_tui.config import Settings
 from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import PAGE_SIZE, MessageView
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from tests.fault_server import Fault, FaultServer
-
-
-def make_settings(srv: FaultServer, data_dir: Path, **overrides) -> Settings:
-    values = dict(
-        base_url=srv.base_url,
-        data_dir=data_dir,
-        config_path=data_dir / "none.toml",
-        connect_timeout=1.0,
-        read_timeout=3.0,
-        backoff_base=0.05,
-        backoff_cap=0.2,
-        handoff_on_exit=False,
-    )
-    values.update(overrides)
-    return Settings(**values)
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
-
-
-def views(app: ChatApp) -> list[MessageView]:
-    return list(app.query(MessageView))
+from tests.helpers import app_settings, views, wait_until
 
 
 async def test_send_and_streamed_reply(server: FaultServer, tmp_path: Path) -> None:
     server.reply_fn = lambda body: "# Heading\n\nA **streamed** reply with `code`."
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"hello world", "enter")
@@ -71,7 +43,7 @@ async def test_hostile_reply_is_shown_literally(server: FaultServer, tmp_path: P
         "\x1b[31mred\x1b[0m \x1b]0;pwned\x07 \x1b]52;c;ZXZpbA==\x07 end"
     )
     server.push(Fault(kind="reply", text=hostile))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press(*"hi", "enter")
         await wait_until(pilot, lambda: any(v.message.role == "assistant" for v in views(app)))
@@ -89,7 +61,7 @@ async def test_hostile_reply_is_shown_literally(server: FaultServer, tmp_path: P
 
 
 async def test_newline_key_and_multiline_send(server: FaultServer, tmp_path: Path) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"line one", "ctrl+j", *"line two")
         assert app.composer.text == "line one\nline two"
@@ -100,7 +72,7 @@ async def test_newline_key_and_multiline_send(server: FaultServer, tmp_path: Pat
 
 async def test_offline_banner_counter_then_delivery(server: FaultServer, tmp_path: Path) -> None:
     server.stop()
-    app = ChatApp(make_settings(server, tmp_path, probe_cap=0.5))
+    app = ChatApp(app_settings(server, tmp_path, probe_cap=0.5))
     async with app.run_test(size=(100, 30)) as pilot:
         banner = app.query_one(OfflineBanner)
         await wait_until(pilot, lambda: banner.has_class("-visible"))
@@ -121,7 +93,7 @@ async def test_offline_banner_counter_then_delivery(server: FaultServer, tmp_pat
 
 async def test_failed_message_shows_reason_and_blocks(server: FaultServer, tmp_path: Path) -> None:
     server.push(Fault(kind="status", status=400, body='{"error": {"message": "context too long"}}'))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(110, 30)) as pilot:
         await pilot.press(*"too long", "enter")
         await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")
@@ -132,7 +104,7 @@ async def test_failed_message_shows_reason_and_blocks(server: FaultServer, tmp_p
 async def test_only_newest_page_is_mounted_and_older_pages_load(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     store = await Store.open(settings.db_path)
     conversation = await store.create_conversation("long one")
     for i in range(150):
@@ -161,7 +133,7 @@ async def test_only_newest_page_is_mounted_and_older_pages_load(
 
 
 async def test_draft_survives_restart(server: FaultServer, tmp_path: Path) -> None:
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     app = ChatApp(settings)
     async with app.run_test() as pilot:
         await pilot.press(*"half a thought", "ctrl+j", *"and more")
@@ -173,7 +145,7 @@ async def test_draft_survives_restart(server: FaultServer, tmp_path: Path) -> No
 
 
 async def test_new_rename_delete(server: FaultServer, tmp_path: Path) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"first", "enter")
         await wait_until(pilot, lambda: len(views(app)) == 2)
@@ -198,7 +170,7 @@ async def test_new_rename_delete(server: FaultServer, tmp_path: Path) -> None:
 
 
 async def test_changes_from_another_process_appear(server: FaultServer, tmp_path: Path) -> None:
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"mine", "enter")
@@ -221,7 +193,7 @@ async def test_changes_from_another_process_appear(server: FaultServer, tmp_path
 async def test_submit_while_database_unwritable_keeps_text(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.engine is not None and app.current is None)
         blocker = await Store.open(tmp_path / "chat.db")
@@ -247,7 +219,7 @@ async def test_no_event_loop_stall_while_streaming(server: FaultServer, tmp_path
     """Typing keeps working while a long reply streams in."""
     server.push(Fault(kind="slow", seconds=0.05))
     server.reply_fn = lambda body: "word " * 400
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"stream please", "enter")
         await asyncio.sleep(0.1)

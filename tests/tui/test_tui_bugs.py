@@ -15,8 +15,7 @@ from chat_tui.tui.widgets.chat_view import ChatView, StreamingReply
 from chat_tui.tui.widgets.composer import NEWLINE_KEYS
 from chat_tui.tui.widgets.status import StatusLine
 from tests.fault_server import Fault, FaultServer
-from tests.test_tui import make_settings, views, wait_until
-from tests.test_tui_features import seed_history
+from tests.helpers import REPO_ROOT, app_settings, seed_history, views, wait_until
 
 
 def user_texts(app: ChatApp) -> list[str]:
@@ -34,7 +33,7 @@ def chat_bodies(server: FaultServer) -> list[str]:
 async def test_text_typed_before_the_commit_is_kept_and_not_sent_twice(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         composer = app.composer
@@ -57,7 +56,7 @@ async def test_text_typed_before_the_commit_is_kept_and_not_sent_twice(
 async def test_a_second_enter_before_the_commit_sends_only_the_new_part(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         composer = app.composer
@@ -75,7 +74,7 @@ async def test_streaming_reply_follows_the_end_in_a_new_conversation(
     long_reply = "\n\n".join(f"Paragraph {i} of a long answer." for i in range(60))
     server.reply_fn = lambda body: long_reply
     server.push(Fault("slow", seconds=0.6))
-    app = ChatApp(make_settings(server, tmp_path, read_timeout=5.0))
+    app = ChatApp(app_settings(server, tmp_path, read_timeout=5.0))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"tell me a lot", "enter")
@@ -99,7 +98,7 @@ async def test_search_hit_lands_on_the_message_found(server: FaultServer, tmp_pa
     ]
     await seed_history(tmp_path / "chat.db", pairs, title="tall messages")
     await seed_history(tmp_path / "chat.db", [("other", "short")], title="newest")
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.press("ctrl+f")
@@ -119,7 +118,7 @@ async def test_empty_streaming_bubble_goes_when_the_endpoint_goes_offline(
     server: FaultServer, tmp_path: Path
 ) -> None:
     server.push(Fault("hang", seconds=20))
-    app = ChatApp(make_settings(server, tmp_path, read_timeout=30.0))
+    app = ChatApp(app_settings(server, tmp_path, read_timeout=30.0))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"anyone there", "enter")
@@ -141,7 +140,7 @@ async def test_queued_message_behind_a_failed_one_says_why(
     server: FaultServer, tmp_path: Path
 ) -> None:
     server.push(Fault(kind="status", status=400, body='{"error": {"message": "bad first"}}'))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"first", "enter")
@@ -166,7 +165,7 @@ async def test_delete_dialog_shows_the_whole_question_at_80x24(
 ) -> None:
     title = "A rather long conversation title about the migration of swallows in late autumn"
     await seed_history(tmp_path / "chat.db", [("q", "a")], title=title)
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.press("f8")
@@ -184,7 +183,7 @@ async def test_delete_dialog_shows_the_whole_question_at_80x24(
 async def test_edit_dialog_hint_keeps_its_closing_bracket(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         app.push_screen(EditMessage("some text"))
         await pilot.pause(0.2)
@@ -205,7 +204,7 @@ def test_alt_enter_is_not_offered_as_a_newline_key() -> None:
     keys = [getattr(e, "key", None) for e in events_read]
     assert "alt+enter" not in keys and "enter" in keys
     assert "alt+enter" not in NEWLINE_KEYS
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     newline_row = next(line for line in readme.splitlines() if line.startswith("| Ctrl+J"))
     assert "Alt+Enter is not a newline key" in newline_row
 
@@ -214,7 +213,7 @@ async def test_status_line_does_not_count_a_message_being_answered_as_queued(
     server: FaultServer, tmp_path: Path
 ) -> None:
     server.push(Fault("slow", seconds=0.7))
-    app = ChatApp(make_settings(server, tmp_path, read_timeout=5.0))
+    app = ChatApp(app_settings(server, tmp_path, read_timeout=5.0))
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"take your time", "enter")
@@ -232,7 +231,7 @@ async def test_missing_config_file_is_said_once_in_the_window(
 ) -> None:
     missing = tmp_path / "nowhere" / "config.toml"
     monkeypatch.setenv("CHAT_TUI_CONFIG", str(missing))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
 
         def said() -> list[str]:
@@ -249,7 +248,7 @@ async def test_export_in_the_window_asks_before_replacing_a_file(
     await seed_history(tmp_path / "chat.db", [("q", "a")], title="exported")
     target = tmp_path / "out.md"
     target.write_text("precious\n")
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.press("f4")
@@ -275,7 +274,7 @@ async def test_theme_is_saved_in_config_keeping_comments_and_restored(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text('# my settings\nmodel = "test-model"  # the small one\n')
-    settings = make_settings(server, tmp_path, config_path=config)
+    settings = app_settings(server, tmp_path, config_path=config)
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None)
@@ -302,7 +301,7 @@ async def test_code_follows_a_light_theme_no_black_boxes(
         [("q", "Use `inline code` here.\n\n```python\nprint('hi')\n```\n")],
         title="code",
     )
-    settings = make_settings(server, tmp_path, theme="textual-light")
+    settings = app_settings(server, tmp_path, theme="textual-light")
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
@@ -323,7 +322,7 @@ async def test_cancel_in_the_queue_on_a_message_being_sent(
     """A request the server never answers: `c` in the queue stops it through the
     outbox's stop path when the engine has one; otherwise it says why it cannot."""
     server.push(Fault("hang", seconds=20))
-    app = ChatApp(make_settings(server, tmp_path, read_timeout=30.0))
+    app = ChatApp(app_settings(server, tmp_path, read_timeout=30.0))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"never answered", "enter")

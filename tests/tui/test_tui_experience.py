@@ -13,14 +13,13 @@ from chat_tui.tui.widgets.chat_view import ChatView
 from chat_tui.tui.widgets.sidebar import ConversationList
 from chat_tui.tui.widgets.status import OfflineBanner
 from tests.fault_server import FaultServer
-from tests.test_tui import make_settings, views, wait_until
-from tests.test_tui_features import seed_history
+from tests.helpers import app_settings, seed_history, views, wait_until
 
 
 async def test_first_start_shows_a_welcome_with_the_endpoint_and_keys(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: bool(app.query(".welcome")))
         text = str(app.query_one(".welcome", Static).render())
@@ -33,7 +32,7 @@ async def test_offline_banner_takes_at_most_two_rows_at_80x24(
     server: FaultServer, tmp_path: Path
 ) -> None:
     server.stop()
-    app = ChatApp(make_settings(server, tmp_path, probe_cap=0.5))
+    app = ChatApp(app_settings(server, tmp_path, probe_cap=0.5))
     async with app.run_test(size=(80, 24)) as pilot:
         banner = app.query_one(OfflineBanner)
         await wait_until(pilot, lambda: banner.has_class("-visible"))
@@ -48,7 +47,7 @@ async def test_settings_screen_saves_keeping_comments_and_uses_the_new_endpoint(
     config = tmp_path / "config.toml"
     config.write_text('# mine\nbase_url = "http://127.0.0.1:9/v1"  # nothing here\n')
     app = ChatApp(
-        make_settings(server, tmp_path, base_url="http://127.0.0.1:9/v1", config_path=config)
+        app_settings(server, tmp_path, base_url="http://127.0.0.1:9/v1", config_path=config)
     )
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "offline")
@@ -79,7 +78,7 @@ async def test_settings_screen_saves_keeping_comments_and_uses_the_new_endpoint(
 
 
 async def test_help_lists_every_bound_key(server: FaultServer, tmp_path: Path) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
@@ -94,7 +93,7 @@ async def test_narrow_terminal_hides_the_sidebar_and_ctrl_b_overlays_it(
     server: FaultServer, tmp_path: Path
 ) -> None:
     await seed_history(tmp_path / "chat.db", [("q", "a")], title="a very long title " * 4)
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         sidebar = app.query_one(ConversationList)
@@ -109,14 +108,14 @@ async def test_narrow_terminal_hides_the_sidebar_and_ctrl_b_overlays_it(
         await pilot.press("ctrl+b")
         await pilot.pause()
         assert not sidebar.display
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         assert app.query_one(ConversationList).display
 
 
 async def test_footer_keys_are_whole_at_80_columns(server: FaultServer, tmp_path: Path) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.2)
         from textual.widgets import Footer
@@ -131,7 +130,7 @@ async def test_typing_in_the_chat_or_list_goes_to_the_composer(
     server: FaultServer, tmp_path: Path
 ) -> None:
     await seed_history(tmp_path / "chat.db", [("q", "a")])
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         app.query_one(ConversationList).focus()
@@ -147,7 +146,7 @@ async def test_page_keys_scroll_the_chat_from_the_composer(
 ) -> None:
     pairs = [(f"question {i}", "\n\n".join(f"line {n}" for n in range(8))) for i in range(12)]
     await seed_history(tmp_path / "chat.db", pairs)
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 24)
         chat = app.query_one(ChatView)
@@ -167,7 +166,7 @@ async def test_page_keys_scroll_the_chat_from_the_composer(
 
 async def test_header_shows_title_and_model(server: FaultServer, tmp_path: Path) -> None:
     await seed_history(tmp_path / "chat.db", [("q", "a")], title="Geography")
-    app = ChatApp(make_settings(server, tmp_path, model="the-model"))
+    app = ChatApp(app_settings(server, tmp_path, model="the-model"))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         header = app.query_one("#header", Static)

@@ -12,22 +12,7 @@ from chat_tui.tui.screens.queue import QueueScreen
 from chat_tui.tui.screens.search import SearchScreen
 from chat_tui.tui.widgets.chat_view import MessageView
 from tests.fault_server import Fault, FaultServer
-from tests.test_tui import make_settings, views, wait_until
-
-
-async def seed_history(db: Path, pairs: list[tuple[str, str]], title: str = "Geography") -> int:
-    """Delivered question/answer pairs in one conversation, as a past session left them."""
-    store = await Store.open(db)
-    try:
-        conversation = await store.create_conversation(title)
-        for question, answer in pairs:
-            message, _ = await store.enqueue(conversation.id, question)
-            claim = await store.claim_next("seed", lease_seconds=30)
-            assert claim is not None and claim.message.id == message.id
-            await store.complete(message.id, "seed", answer)
-        return conversation.id
-    finally:
-        await store.close()
+from tests.helpers import app_settings, seed_history, views, wait_until
 
 
 async def test_queue_screen_retry_edit_cancel(server: FaultServer, tmp_path: Path) -> None:
@@ -35,7 +20,7 @@ async def test_queue_screen_retry_edit_cancel(server: FaultServer, tmp_path: Pat
         Fault(kind="status", status=400, body='{"error": {"message": "bad first"}}'),
         Fault(kind="status", status=422, body='{"error": {"message": "bad second"}}'),
     )
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
         await pilot.press(*"one", "enter")
         await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")
@@ -72,7 +57,7 @@ async def test_queue_screen_retry_edit_cancel(server: FaultServer, tmp_path: Pat
 
 async def test_queue_cancel_unblocks_conversation(server: FaultServer, tmp_path: Path) -> None:
     server.push(Fault(kind="status", status=400))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
         await pilot.press(*"doomed", "enter")
         await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")
@@ -86,7 +71,7 @@ async def test_queue_cancel_unblocks_conversation(server: FaultServer, tmp_path:
 
 
 async def test_search_opens_conversation_at_the_hit(server: FaultServer, tmp_path: Path) -> None:
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     pairs = [(f"filler question {i}", f"filler answer {i}") for i in range(120)]
     pairs[10] = ("where do zebras sleep", "Standing up, mostly.")
     target = await seed_history(settings.db_path, pairs, title="Animals")
@@ -107,7 +92,7 @@ async def test_search_opens_conversation_at_the_hit(server: FaultServer, tmp_pat
 async def test_offline_answer_is_labelled_and_never_sent(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    settings = make_settings(server, tmp_path, probe_cap=0.5)
+    settings = app_settings(server, tmp_path, probe_cap=0.5)
     await seed_history(settings.db_path, [("What is the capital of France?", "Paris.")])
     server.stop()
     app = ChatApp(settings)
@@ -132,7 +117,7 @@ async def test_offline_answer_is_labelled_and_never_sent(
 
 
 async def test_export_action_writes_markdown(server: FaultServer, tmp_path: Path) -> None:
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     await seed_history(settings.db_path, [("hello", "**hi** there")], title="Greeting")
     app = ChatApp(settings)
     out = tmp_path / "out.md"
@@ -153,7 +138,7 @@ async def test_keys_pressed_during_start_up_are_not_dropped(
     server: FaultServer, tmp_path: Path
 ) -> None:
     """Ctrl+N and Enter pressed before the database is open still take effect."""
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     old = await seed_history(settings.db_path, [("older question", "older answer")], title="Old")
     app = ChatApp(settings)
     async with app.run_test(size=(120, 35)) as pilot:
@@ -166,13 +151,13 @@ async def test_keys_pressed_during_start_up_are_not_dropped(
 async def test_a_failing_action_is_reported_not_raised(
     server: FaultServer, tmp_path: Path, monkeypatch
 ) -> None:
-    from chat_tui.store import Store, StoreError
+    from chat_tui.store import StoreError
 
     async def refuse(self, conversation_id: int, title: str) -> None:
         raise StoreError("the database is locked by another program")
 
     monkeypatch.setattr(Store, "rename_conversation", refuse)
-    settings = make_settings(server, tmp_path)
+    settings = app_settings(server, tmp_path)
     await seed_history(settings.db_path, [("hi", "hello")], title="Keep me")
     app = ChatApp(settings)
     async with app.run_test(size=(120, 35)) as pilot:
@@ -189,7 +174,7 @@ async def test_a_failed_edit_keeps_the_edited_text(
     from chat_tui.store import StoreError
 
     server.push(Fault(kind="status", status=400))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
         await pilot.press(*"draft one", "enter")
         await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")

@@ -3,8 +3,6 @@ the usage header line and the "not sent to the model" marker (Pilot, real server
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,32 +12,16 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.screens.dialogs import StopWaiting
 from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import app_settings, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def make_settings(srv: FaultServer, data_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = dict(
-        base_url=srv.base_url,
-        data_dir=data_dir,
-        config_path=data_dir / "none.toml",
-        connect_timeout=1.0,
-        read_timeout=5.0,
-        backoff_base=0.05,
-        backoff_cap=0.2,
-        handoff_on_exit=False,
-        model="test-model",
+def reply_settings(server: FaultServer, data_dir: Path, **overrides: object) -> Settings:
+    """The app's test settings with a model name (the usage line shows it) and time to think."""
+    return app_settings(
+        server, data_dir, **({"read_timeout": 5.0, "model": "test-model"} | overrides)
     )
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
 
 
 def replies(app: ChatApp) -> list[MessageView]:
@@ -63,7 +45,7 @@ async def test_thinking_shows_live_then_folds_when_the_answer_starts(
             delay=0.3,
         )
     )
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(reply_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"think hard", "enter")
         await wait_until(pilot, lambda: bool(app.query(StreamingReply)))
@@ -91,7 +73,7 @@ async def test_escape_stops_a_reply_and_keeps_it_labelled_stopped(
     server: FaultServer, tmp_path: Path
 ) -> None:
     server.push(Fault("slow", seconds=0.5))
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(reply_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         assert not footer_offers_stop(app)  # Esc is offered only while a reply streams
@@ -116,7 +98,7 @@ async def test_escape_before_the_first_byte_asks_what_to_do(
     server: FaultServer, tmp_path: Path, button: str, state: str
 ) -> None:
     server.push(Fault("stall_first_byte", seconds=20))
-    app = ChatApp(make_settings(server, tmp_path, read_timeout=30.0))
+    app = ChatApp(reply_settings(server, tmp_path, read_timeout=30.0))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"hello?", "enter")
         await wait_until(pilot, lambda: bool(app.query(StreamingReply)))
@@ -131,7 +113,7 @@ async def test_escape_before_the_first_byte_asks_what_to_do(
 
 
 async def test_usage_in_the_reply_header(server: FaultServer, tmp_path: Path) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(reply_settings(server, tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press(*"count my tokens", "enter")
         await wait_until(pilot, lambda: bool(replies(app)))
@@ -144,7 +126,7 @@ async def test_marker_shows_where_the_models_memory_starts(
     server: FaultServer, tmp_path: Path
 ) -> None:
     server.context_tokens = 450
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(reply_settings(server, tmp_path))
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         for i in range(6):

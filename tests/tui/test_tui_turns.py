@@ -12,7 +12,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from chat_tui.tui.widgets.versions import LocalAnswerBlock
 from tests.fault_server import FaultServer
-from tests.test_tui import make_settings, views, wait_until
+from tests.helpers import app_settings, views, wait_until
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ async def test_fallback_block_then_keep_local(
     server: FaultServer, local: FaultServer, tmp_path: Path
 ) -> None:
     server.stop()  # the default endpoint (the "cloud") is gone from the start
-    settings = make_settings(
+    settings = app_settings(
         server,
         tmp_path,
         endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
@@ -75,7 +75,7 @@ async def test_regenerate_and_switch_versions_with_keys(
 ) -> None:
     replies = iter(["the first reply", "the second reply"])
     server.reply_fn = lambda body: next(replies, "more")
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"hello", "enter")
@@ -119,7 +119,7 @@ async def test_escape_stops_the_local_answer_and_the_question_stays_queued(
 ) -> None:
     server.stop()
     local.reply_delay = 1.0  # four pieces a second apart
-    settings = make_settings(
+    settings = app_settings(
         server,
         tmp_path,
         endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
@@ -160,7 +160,7 @@ async def test_status_line_names_another_endpoint_that_is_offline(
     server: FaultServer, local: FaultServer, tmp_path: Path
 ) -> None:
     local.stop()  # the fallback is away; the conversation's own endpoint is fine
-    settings = make_settings(
+    settings = app_settings(
         server,
         tmp_path,
         endpoints={"local": EndpointConfig(local.base_url, model="local-model")},

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -30,10 +29,9 @@ from tests.fault_server import (
     FaultServer,
     random_fault,
 )
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(15)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "chat_tui"
+from tests.helpers import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "chat_tui"
 FORBIDDEN = ("textual", "rich")
 
 
