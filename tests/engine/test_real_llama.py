@@ -25,7 +25,7 @@ from tests.llama import CONTEXT_TOKENS, LlamaServer
 
 pytestmark = pytest.mark.timeout(900)
 
-SHORT_REPLIES = 24  # max_tokens for each reply: enough to be an answer, quick on 2 cores
+SHORT_REPLIES = 24  # max_tokens for each reply: enough to be an answer, quick on a small machine
 
 
 def real_settings(server: LlamaServer, tmp: Path, **overrides: Any) -> Settings:
@@ -35,7 +35,7 @@ def real_settings(server: LlamaServer, tmp: Path, **overrides: Any) -> Settings:
         "data_dir": tmp / "data",
         "config_path": tmp / "none.toml",
         "connect_timeout": 2.0,
-        "read_timeout": 120.0,  # a loaded 2-core machine can take a while per prompt
+        "read_timeout": 120.0,  # a loaded machine can take a while per prompt
         "backoff_base": 0.1,
         "backoff_cap": 1.0,
         "probe_cap": 1.0,
