@@ -40,7 +40,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from tests.fault_server import Fault, FaultServer
-from tests.helpers import REPO_ROOT, CliEnv, fast_config
+from tests.helpers import REPO_ROOT, CliEnv, fast_config, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -460,7 +460,7 @@ async def test_tui_warns_when_tls_verification_is_off(
     )
     app = ChatApp(settings)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: any("TLS" in str(n.message) for n in app._notifications))
         warnings = [n for n in app._notifications if "TLS" in str(n.message)]
         assert warnings and warnings[0].severity == "warning"
         assert "off" in str(warnings[0].message).lower()

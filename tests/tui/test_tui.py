@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
-from chat_tui.tui.widgets.chat_view import PAGE_SIZE, MessageView
+from chat_tui.tui.widgets.chat_view import PAGE_SIZE, MessageView, StreamingReply
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import app_settings, views, wait_until
@@ -222,7 +221,7 @@ async def test_no_event_loop_stall_while_streaming(server: FaultServer, tmp_path
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"stream please", "enter")
-        await asyncio.sleep(0.1)
+        await wait_until(pilot, lambda: bool(app.query(StreamingReply)))  # the reply streams
         await pilot.press(*"typing meanwhile")
         assert app.composer.text == "typing meanwhile"
         await wait_until(pilot, lambda: any(v.message.role == "assistant" for v in views(app)))

@@ -11,6 +11,7 @@ from textual.widgets import Input, Label, OptionList
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.screens.dialogs import Confirm, EditMessage, TextPrompt
 from chat_tui.tui.screens.queue import QueueScreen
+from chat_tui.tui.screens.search import SearchScreen
 from chat_tui.tui.widgets.chat_view import ChatView, StreamingReply
 from chat_tui.tui.widgets.composer import NEWLINE_KEYS
 from chat_tui.tui.widgets.status import StatusLine
@@ -103,7 +104,14 @@ async def test_search_hit_lands_on_the_message_found(server: FaultServer, tmp_pa
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.press("ctrl+f")
         await pilot.press(*"needlepoint")
-        await pilot.pause(0.5)
+        await wait_until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, SearchScreen)
+                and app.screen.shown_query == "needlepoint"
+                and bool(app.screen.hits)
+            ),
+        )
         await pilot.press("enter", "enter")
         chat = app.query_one(ChatView)
         await wait_until(pilot, lambda: any(v.has_class("found") for v in views(app)))
@@ -152,7 +160,13 @@ async def test_queued_message_behind_a_failed_one_says_why(
         assert "waiting for the failed message above" in second.header_text
         assert "waiting for the failed message above" not in views(app)[0].header_text
         await pilot.press("ctrl+o")
-        await pilot.pause(0.2)
+        await wait_until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, QueueScreen)
+                and app.screen.query_one(OptionList).option_count == 2
+            ),
+        )
         queue = app.screen
         assert isinstance(queue, QueueScreen)
         rows = [str(queue.query_one(OptionList).get_option_at_index(i).prompt) for i in (0, 1)]
@@ -328,8 +342,9 @@ async def test_cancel_in_the_queue_on_a_message_being_sent(
         await pilot.press(*"never answered", "enter")
         await wait_until(pilot, lambda: [v.message.state for v in views(app)] == ["sending"])
         await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen))
-        await pilot.pause(0.2)
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, QueueScreen) and bool(app.screen.items)
+        )
         await pilot.press("c")
         assert app.engine is not None
         if hasattr(app.engine.outbox, "stop"):

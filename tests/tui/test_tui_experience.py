@@ -150,17 +150,17 @@ async def test_page_keys_scroll_the_chat_from_the_composer(
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 24)
         chat = app.query_one(ChatView)
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: 0 < chat.max_scroll_y == chat.scroll_y)
         bottom = chat.scroll_y
         assert bottom > 0
         await pilot.press("pageup")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: chat.scroll_y < bottom)
         assert chat.scroll_y < bottom and app.focused is app.composer
         await pilot.press("ctrl+home")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: chat.scroll_y == 0)
         assert chat.scroll_y == 0
         await pilot.press("ctrl+end")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: chat.scroll_y == chat.max_scroll_y)
         assert chat.scroll_y == chat.max_scroll_y
 
 
