@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from textual.widgets import Input
+
 from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
-from chat_tui.tui.screens.dialogs import EditMessage
+from chat_tui.tui.screens.dialogs import EditMessage, TextPrompt
 from chat_tui.tui.screens.queue import QueueScreen
 from chat_tui.tui.screens.search import SearchScreen
 from chat_tui.tui.widgets.chat_view import MessageView
@@ -124,9 +126,9 @@ async def test_export_action_writes_markdown(server: FaultServer, tmp_path: Path
     async with app.run_test(size=(120, 35)) as pilot:
         await wait_until(pilot, lambda: app.current is not None)
         await pilot.press("f4")
-        await pilot.pause()
-        for _ in range(200):
-            await pilot.press("backspace")
+        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
+        suggested = app.screen.query_one(Input).value
+        await pilot.press(*["backspace"] * len(suggested))  # erase the suggested path
         await pilot.press(*str(out), "enter")
         await wait_until(pilot, out.exists)
     text = out.read_text()
