@@ -1,5 +1,5 @@
-"""Fixtures every test folder uses: a real loopback fault server and an environment
-for running the real CLI in a subprocess.
+"""Fixtures several test folders use: a real loopback fault server, fast settings for an
+engine on it, and an environment for running the real CLI in a subprocess.
 
 The layout: ``unit/`` (one module, no server), ``engine/`` (the headless core against
 the loopback server, other processes and the real llama.cpp server), ``tui/`` (the app
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from chat_tui.config import Settings
 from tests.fault_server import FaultServer
-from tests.helpers import CliEnv
+from tests.helpers import CliEnv, make_settings
 
 
 @pytest.fixture
@@ -37,6 +38,12 @@ def fault_server() -> Iterator[FaultServer]:
 def server(fault_server: FaultServer) -> FaultServer:
     """The same loopback server, under the short name the TUI tests use."""
     return fault_server
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fault_server: FaultServer) -> Settings:
+    """Fast settings (``make_settings``) for an engine on the loopback server."""
+    return make_settings(fault_server.base_url, tmp_path)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""Fixtures of the engine tests: fast settings, an event list and a real engine on the
-loopback fault server, and the real llama.cpp server (``llama_server``, skipped with the
-reason printed when ``scripts/prepare_llama.py`` has not prepared it).
+"""Fixtures of the engine tests: an event list and a real engine on the loopback fault
+server (with ``settings`` from tests/conftest.py), and the real llama.cpp server
+(``llama_server``, skipped with the reason printed when ``scripts/prepare_llama.py`` has
+not prepared it).
 
 The tests here drive the headless core (outbox, endpoint, engine) in the test process
 or as `python -m chat_tui sync` processes: no widgets.
@@ -9,21 +10,13 @@ or as `python -m chat_tui sync` processes: no widgets.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chat_tui.config import Settings
 from chat_tui.engine import Engine
-from tests.fault_server import FaultServer
-from tests.helpers import make_settings
 from tests.llama import llama_server  # noqa: F401 - the fixture, used by name
-
-
-@pytest.fixture
-def settings(tmp_path: Path, fault_server: FaultServer) -> Settings:
-    return make_settings(fault_server.base_url, tmp_path)
 
 
 @pytest.fixture
