@@ -48,7 +48,7 @@ from chat_tui.tui.widgets.chat_view import MessageView
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import REPO_ROOT, CliEnv, Terminal, fast_config
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # the slow tier: pytest -m slow
 
 # Anything a terminal would act on: C0 (but newline and tab), DEL, C1, bidi overrides.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

@@ -13,9 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from chat_tui.handoff import is_running
 from tests.fault_server import FaultServer
 from tests.helpers import Terminal
+
+pytestmark = pytest.mark.slow  # the slow tier: pytest -m slow
 
 FAST_CONFIG = """
 probe_cap = 1.0

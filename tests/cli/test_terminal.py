@@ -14,7 +14,10 @@ import pytest
 from tests.fault_server import FaultServer
 from tests.helpers import Terminal
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
+pytestmark = [
+    pytest.mark.slow,  # the slow tier: pytest -m slow
+    pytest.mark.skipif(sys.platform == "win32", reason="needs a pty"),
+]
 
 
 def db_facts(db: Path) -> dict[str, object]:

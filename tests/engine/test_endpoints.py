@@ -332,6 +332,7 @@ async def test_the_fallback_answer_can_be_stopped_and_keeps_what_came(
 # -- the real local model ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real model answering
 async def test_real_llama_server_answers_while_the_cloud_is_away(
     tmp_path: Path,
     cloud: FaultServer,

@@ -44,7 +44,7 @@ from tests.netlab import (
     hold_exclusive,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # the slow tier: pytest -m slow
 
 
 # -- fixtures ----------------------------------------------------------------------------------

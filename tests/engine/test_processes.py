@@ -23,7 +23,7 @@ from chat_tui.store import Store
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import CliEnv, wait_settled, wait_until_sync
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # the slow tier: pytest -m slow
 
 
 def seed(cli: CliEnv, conversations: int, per_conversation: int) -> dict[str, tuple[int, str]]:

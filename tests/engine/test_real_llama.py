@@ -23,7 +23,7 @@ from chat_tui.tui.widgets.chat_view import MessageView
 from tests.helpers import CliEnv, fast_config
 from tests.llama import CONTEXT_TOKENS, LlamaServer
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the slow tier: pytest -m slow
 
 SHORT_REPLIES = 24  # max_tokens for each reply: enough to be an answer, quick on a small machine
 

@@ -32,7 +32,7 @@ VIOLATIONS = (
     "wrong_endpoint",
 )
 
-pytestmark = pytest.mark.timeout(75)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(75)]  # the slow tier: pytest -m slow
 
 
 def test_short_soak_loses_nothing_doubles_nothing_keeps_order(tmp_path: Path) -> None:

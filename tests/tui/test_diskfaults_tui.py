@@ -19,7 +19,7 @@ from tests.fault_server import FaultServer
 from tests.helpers import app_settings, tmpfs, wait_until
 from tests.netlab import fill, hold_exclusive
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # the slow tier: pytest -m slow
 
 
 @pytest.fixture(autouse=True)
