@@ -1,8 +1,9 @@
 """Snapshot tests of the main screens at 80×24 and 120×40 (pytest-textual-snapshot).
 
 The scenes are those of ``scripts/screenshots.py`` (tests/scenes.py). Update
-after a deliberate change of the look with ``pytest tests/test_snapshots.py
---snapshot-update`` and look at the pictures before committing them.
+after a deliberate change of the look with ``pytest tests/tui/test_snapshots.py
+--snapshot-update`` and look at the pictures before committing them (they are kept in
+``__snapshots__/test_snapshots/`` beside this module).
 """
 
 from __future__ import annotations
