@@ -272,6 +272,25 @@ SCENES = {
 }
 
 
+@contextlib.contextmanager
+def scene_lock() -> Iterator[None]:
+    """One scene at a time on this machine: every scene uses the same port and data dir,
+    so two test runs at once would take each other's database away."""
+    import tempfile
+
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing to share the machine with
+        yield
+        return
+    with open(Path(tempfile.gettempdir()) / "chat-tui-scene.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def scene_dir() -> Path:
     """An empty data dir at the same path every time (the settings screen shows it)."""
     import shutil

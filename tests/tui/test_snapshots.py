@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from tests.scenes import SCENE_PORT, SCENES, SceneRun, frozen_display, scene_dir
+from tests.scenes import SCENE_PORT, SCENES, SceneRun, frozen_display, scene_dir, scene_lock
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -30,11 +30,12 @@ def _port_free() -> bool:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("name", list(SCENES))
 def test_screen(snap_compare, name: str, size: tuple[int, int]) -> None:
-    if not _port_free():
-        pytest.skip(f"port {SCENE_PORT} (the scenes' fixed endpoint) is in use")
-    run = SceneRun(SCENES[name], scene_dir())
-    try:
-        with frozen_display():
-            assert snap_compare(run.app, terminal_size=size, run_before=run.run_before)
-    finally:
-        run.close()
+    with scene_lock():  # another test run on this machine waits for this scene
+        if not _port_free():
+            pytest.skip(f"port {SCENE_PORT} (the scenes' fixed endpoint) is in use")
+        run = SceneRun(SCENES[name], scene_dir())
+        try:
+            with frozen_display():
+                assert snap_compare(run.app, terminal_size=size, run_before=run.run_before)
+        finally:
+            run.close()
