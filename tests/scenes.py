@@ -10,13 +10,11 @@ port (the status line shows the endpoint).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chat_tui.config import Settings
-from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.screens.help import HelpScreen
 from chat_tui.tui.screens.queue import QueueScreen
@@ -25,7 +23,10 @@ from chat_tui.tui.screens.settings import SettingsScreen
 from chat_tui.tui.widgets.chat_view import MessageView
 from chat_tui.tui.widgets.composer import Composer
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import seed_history, wait_until
 
+SCENE_MODEL = "llama3.2"  # the model on screen and in the seeded replies
+SEEDED = {"model": SCENE_MODEL}  # the meta of a seeded reply
 SCENE_PORT = 47231  # fixed, so the endpoint on screen is the same in every picture
 
 MARKDOWN_REPLY = """\
@@ -85,7 +86,7 @@ def settings_for(server: FaultServer, data_dir: Path) -> Settings:
         base_url=server.base_url,
         data_dir=data_dir,
         config_path=data_dir / "config.toml",
-        model="llama3.2",
+        model=SCENE_MODEL,
         connect_timeout=1.0,
         read_timeout=5.0,
         probe_cap=2.0,
@@ -93,27 +94,6 @@ def settings_for(server: FaultServer, data_dir: Path) -> Settings:
         backoff_cap=0.2,
         handoff_on_exit=False,
     )
-
-
-async def seed(db: Path, title: str, pairs: list[tuple[str, str]]) -> None:
-    store = await Store.open(db)
-    try:
-        conversation = await store.create_conversation(title)
-        for question, answer in pairs:
-            message, _ = await store.enqueue(conversation.id, question)
-            claim = await store.claim_next("seed", lease_seconds=30)
-            assert claim is not None and claim.message.id == message.id
-            await store.complete(message.id, "seed", answer, meta={"model": "llama3.2"})
-    finally:
-        await store.close()
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the screen never reached the expected state")
-        await pilot.pause(0.05)
 
 
 def still(app: ChatApp) -> None:
@@ -143,7 +123,9 @@ async def _welcome(pilot, app: ChatApp, server: FaultServer) -> None:
 
 
 async def _seed_lisbon(data: Path) -> None:
-    await seed(data / "chat.db", "Packing for Lisbon", [("What should I pack?", "Layers.")])
+    await seed_history(
+        data / "chat.db", [("What should I pack?", "Layers.")], "Packing for Lisbon", SEEDED
+    )
 
 
 async def _chat(pilot, app: ChatApp, server: FaultServer) -> None:
@@ -160,8 +142,11 @@ async def _chat(pilot, app: ChatApp, server: FaultServer) -> None:
 
 
 async def _seed_trip(data: Path) -> None:
-    await seed(
-        data / "chat.db", "Trip planning", [("How long is the train to Porto?", "About 3 hours.")]
+    await seed_history(
+        data / "chat.db",
+        [("How long is the train to Porto?", "About 3 hours.")],
+        "Trip planning",
+        SEEDED,
     )
 
 
@@ -217,15 +202,16 @@ async def _search(pilot, app: ChatApp, server: FaultServer) -> None:
 
 
 async def _seed_kitchen(data: Path) -> None:
-    await seed(
+    await seed_history(
         data / "chat.db",
-        "Kitchen notes",
         [
             (
                 "How long should I boil an egg for a runny yolk?",
                 "About **6 minutes** from boiling water, then straight into cold water.",
             )
         ],
+        "Kitchen notes",
+        SEEDED,
     )
 
 
@@ -284,6 +270,25 @@ SCENES = {
         ),
     ]
 }
+
+
+@contextlib.contextmanager
+def scene_lock() -> Iterator[None]:
+    """One scene at a time on this machine: every scene uses the same port and data dir,
+    so two test runs at once would take each other's database away."""
+    import tempfile
+
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing to share the machine with
+        yield
+        return
+    with open(Path(tempfile.gettempdir()) / "chat-tui-scene.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def scene_dir() -> Path:
