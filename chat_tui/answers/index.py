@@ -43,7 +43,7 @@ final score found (at most ``MAX_RESCORED_KEYS`` keys, which only a very low
 threshold can reach).  Identical normalised questions are stored once, keeping
 the newest (and the runner-up, so ``exclude_message_id`` can skip the newest).
 
-Measured (``tests/test_answers.py``, threshold 85, 42 paraphrases and 44
+Measured (``tests/unit/test_answers.py``, threshold 85, 42 paraphrases and 44
 look-alikes, partly held out): precision 0.975, recall 0.93.  ``benchmarks/answers_lookup.py``
 measures build time, lookup latency and memory at 100,000 questions.
 """

@@ -149,8 +149,10 @@ async def test_a_server_refusing_stream_options_is_asked_again_once_and_remember
     async with await Engine.open(settings) as engine:
         engine.start_watching()
         await engine.reachability.wait_online(5)
-        for text in ("one", "two"):
-            await engine.outbox.submit(None, text)
+        # One conversation, so "two" is sent after "one" is answered: two conversations
+        # would race, both asked before the first refusal arrived.
+        first = await engine.outbox.submit(None, "one")
+        await engine.outbox.submit(first.message.conversation_id, "two")
         await asyncio.wait_for(engine.outbox.run(until_empty=True), 20)
     chats = [r for r in fault_server.requests if r.path == "/v1/chat/completions"]
     assert [("stream_options" in r.body, r.outcome) for r in chats] == [

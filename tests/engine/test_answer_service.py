@@ -9,7 +9,7 @@ import pytest
 
 from chat_tui.engine import Engine
 from chat_tui.events import ReplyStored
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.fault_server import FaultServer
 
 pytestmark = pytest.mark.timeout(60)
