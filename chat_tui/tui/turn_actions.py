@@ -20,7 +20,7 @@ from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted, Rea
 from ..store import Message, StoreError
 from .screens.dialogs import EditMessage, TextPrompt
 from .widgets.status import StatusLine
-from .widgets.versions import LocalAnswerBlock, PickMessage, mount_local_answer
+from .widgets.versions import PickMessage, mount_local_answer
 
 if TYPE_CHECKING:
     from .screens.chat import ChatScreen
@@ -252,6 +252,3 @@ class TurnActions:
     async def _reload_current(self: ChatScreen) -> None:
         if self.current is not None:
             await self.open_conversation(self.current.id)
-
-
-__all__ = ["LocalAnswerBlock", "TurnActions"]
