@@ -316,6 +316,8 @@ class SceneRun:
         self.app = ChatApp(settings_for(self.server, data_dir))
 
     async def run_before(self, pilot) -> None:
+        # The chat screen composes in its own task: it may not be there yet.
+        await wait_until(pilot, lambda: bool(self.app.query(Composer)))
         still(self.app)
         await self.scene.run(pilot, self.app, self.server)
         await pilot.pause(0.3)

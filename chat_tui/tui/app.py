@@ -48,7 +48,6 @@ class ChatApp(SettingsFlow, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "chat-tui"
     COMMAND_PALETTE_BINDING = "ctrl+p"
-    DEFAULT_MODE = "chat"
     # Every key is bound on the chat screen (commands.py); the App binds Quit (a
     # priority key: it works over any dialog) and the palette.
     BINDINGS = app_bindings()
@@ -58,11 +57,6 @@ class ChatApp(SettingsFlow, App[int]):
         self.settings = settings
         self._engine: Engine | None = engine
         self._chat_screen: ChatScreen | None = None
-        # The base screen of the app's one mode (not get_default_screen): Textual then
-        # composes it before the app's own mount, so the composer is there and
-        # focused before the first key and the first frame, as when the app
-        # composed the layout itself.
-        self.add_mode("chat", self._new_chat_screen)
         self.drafts = DraftKeeper(self, lambda: self.chat_screen.current_id)
         self.exit_note: str | None = None
         self.window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
@@ -75,7 +69,10 @@ class ChatApp(SettingsFlow, App[int]):
 
     # -- the chat screen, and what the tests and scripts read through the app ------------------
 
-    def _new_chat_screen(self) -> ChatScreen:
+    def get_default_screen(self) -> ChatScreen:
+        # Composed in its own task, beside the app's (empty) compose: the first frame
+        # comes sooner than when the app composed the layout. (As the base screen of
+        # a mode, Textual would compose it first and paint it twice unseen: 100 ms.)
         self._chat_screen = ChatScreen()
         return self._chat_screen
 

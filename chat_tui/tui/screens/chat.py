@@ -68,7 +68,9 @@ def report_worker_failure(node: DOMNode, event: Worker.StateChanged) -> None:
 class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
     BINDINGS = screen_bindings()
 
-    current: var[Conversation | None] = var(None, bindings=True)  # the one on screen
+    # The one on screen. (Not bindings=True: recomposing the footer on every open cost
+    # 100 ms of CPU, and no command shown in the footer needs a conversation.)
+    current: var[Conversation | None] = var(None)
     # The on-screen conversation's endpoint, and the queue: bound to the status
     # line and the offline banner (compose).
     reach: var[ReachabilityState | None] = var(None)
@@ -319,14 +321,21 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
                 event.prevent_default()
                 self.notify(command.hint, markup=False)
                 return
-        # Printable keys typed while the list or the chat has focus go to the composer.
+        # Printable keys typed while the list or the chat has focus go to the composer;
+        # so do those typed before anything had focus (in the moment the screen was
+        # being composed, the app forwarded them to the screen itself).
         focused = self.focused
         if (
             event.is_printable
             and event.character
-            and isinstance(focused, ConversationList | ChatView)
-            # the widget's own keys (y, c, j, k in the chat) stay its own
-            and event.key not in focused._bindings.key_to_bindings
+            and (
+                focused is None
+                or (
+                    isinstance(focused, ConversationList | ChatView)
+                    # the widget's own keys (y, c, j, k in the chat) stay its own
+                    and event.key not in focused._bindings.key_to_bindings
+                )
+            )
         ):
             event.stop()
             event.prevent_default()
