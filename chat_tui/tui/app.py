@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 
 class ChatApp(SettingsFlow, App[int]):
+    """The engine's life cycle around the chat screen (the module's docstring). The
+    screen's state that tests and scripts read (``current``, ``reach``, ``queued``,
+    ``composer``…) is reachable through the app too."""
+
     CSS_PATH = "app.tcss"
     TITLE = "chat-tui"
     COMMAND_PALETTE_BINDING = "ctrl+p"
@@ -307,7 +311,10 @@ class ChatApp(SettingsFlow, App[int]):
         command = BY_ACTION.get(action)
         if command is None or not command.app:
             return True
-        return True if command.can_run(engine=self.engine is not None, conversation=True) else None
+        ready = command.can_run(
+            engine=self.engine is not None, conversation=self.current is not None
+        )
+        return True if ready else None  # greyed out
 
     def action_retry_now(self) -> None:
         self.engine.links.probe_now()

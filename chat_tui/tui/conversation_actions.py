@@ -9,6 +9,7 @@ action through only when what it needs (the engine, a conversation) is there
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -203,11 +204,7 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_search(self: ChatScreen) -> None:
-        store = self.engine.store
-
-        async def search(query: str) -> list:
-            return await store.search(query, limit=100)
-
+        search = partial(self.engine.store.search, limit=100)
         choice: SearchChoice | None = await self.app.push_screen_wait(SearchScreen(search))
         if choice is None:
             return

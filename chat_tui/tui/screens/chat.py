@@ -66,6 +66,8 @@ def report_worker_failure(node: DOMNode, event: Worker.StateChanged) -> None:
 
 
 class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
+    """The app's default screen: one conversation at a time, and every key."""
+
     BINDINGS = screen_bindings()
 
     # The one on screen. (Not bindings=True: recomposing the footer on every open cost
