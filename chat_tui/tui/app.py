@@ -203,7 +203,7 @@ class ChatApp(SettingsFlow, App[int]):
                 )
             conversations = screen.conversations = await store.list_conversations()
             await screen.open_conversation(conversations[0].id if conversations else None)
-            await screen.watch_other_processes()
+            await screen.follow_other_processes()
         except StoreError as exc:  # e.g. damaged pages: it opened, but can't be read
             self.exit(return_code=1, message=f"chat-tui: {exc}")
             return

@@ -146,7 +146,7 @@ class ChatEvents:
         if isinstance(screen, QueueScreen) and self.engine is not None:
             screen.show_items(await self.engine.store.queue_items())
 
-    async def watch_other_processes(self: ChatScreen) -> None:
+    async def follow_other_processes(self: ChatScreen) -> None:
         """From now on (the engine is open), show within a second what other
         processes wrote; the database file deleted or replaced stops the app."""
         self._data_version = await self.engine.store.data_version()
