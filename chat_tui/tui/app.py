@@ -61,7 +61,7 @@ class ChatApp(SettingsFlow, App[int]):
         self.settings = settings
         self._engine: Engine | None = engine
         self._chat_screen: ChatScreen | None = None
-        self.drafts = DraftKeeper(self, lambda: self.chat_screen.current_id)
+        self.drafts = DraftKeeper(self)
         self.exit_note: str | None = None
         self.window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
         self._engine_started = asyncio.Event()  # set once start-up has finished (or failed)

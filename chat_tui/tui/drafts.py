@@ -4,8 +4,9 @@
 types, the keys typed before start-up had shown a draft, the drafts an earlier
 run left in rescue files, and the draft at exit (in the database, or in a
 rescue file outside the data dir when the database cannot take it). The App
-owns one; the chat screen tells it what the composer holds and which
-conversation is open (docs/architecture.md, "A sick disk").
+owns one; the chat screen tells it what the composer holds. The draft belongs
+to the conversation it was loaded for (or that its first message made), not to
+whatever is on screen when a timer fires (docs/architecture.md, "A sick disk").
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ SAVE_DELAY = 0.4  # seconds of quiet typing before the draft is written
 
 
 class DraftKeeper:
-    def __init__(self, app: ChatApp, conversation_id: Callable[[], int | None]) -> None:
+    def __init__(self, app: ChatApp) -> None:
         self._app = app
-        self._conversation_id = conversation_id  # the conversation on screen
+        self.conversation_id: int | None = None  # whose draft it is (None: a new one)
         self.text = ""  # what the composer holds; the widgets are gone by on_unmount
         self.loaded = False  # nothing to save until a conversation's draft is shown
         self.unsaved: str | None = None  # printed after exit if it is nowhere else
@@ -53,7 +54,7 @@ class DraftKeeper:
         if engine is None or not self.loaded:
             return
         try:
-            await engine.store.save_draft(self._conversation_id(), self.text)
+            await engine.store.save_draft(self.conversation_id, self.text)
         except StoreError as exc:
             self._app.notify(f"Draft not saved: {exc}", severity="warning", markup=False)
 
@@ -66,6 +67,7 @@ class DraftKeeper:
         draft = await store.load_draft(conversation_id)
         if not self.loaded and (early := typed()):
             draft += early
+        self.conversation_id = conversation_id
         self.text = draft
         self.loaded = True
         return draft
@@ -105,7 +107,7 @@ class DraftKeeper:
         problem = store.file_replaced()
         if problem is None:
             try:
-                await store.save_draft(self._conversation_id(), text)
+                await store.save_draft(self.conversation_id, text)
                 return None
             except StoreError as exc:
                 problem = str(exc)
@@ -113,7 +115,7 @@ class DraftKeeper:
             return None
         from .. import rescue
 
-        conversation = None if replaced else self._conversation_id()
+        conversation = None if replaced else self.conversation_id
         try:
             path = rescue.save(self._app.settings.db_path, conversation, text)
         except OSError as exc:

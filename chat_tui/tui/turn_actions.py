@@ -1,11 +1,12 @@
 """The chat screen's actions for endpoints and turns, as a mixin of ChatScreen.
 
-Regenerate (Ctrl+G), edit the last message (F6), edit an earlier one into a
-branch (palette), switch a turn's versions (Alt+← / Alt+→), keep a fallback
-answer and cancel its question (Ctrl+L), choose the conversation's endpoint
-(palette). Every change goes through the store and the one outbox; these
-handlers only ask and show. ``ChatScreen.check_action`` lets an action through
-only when what it needs (the engine, a conversation) is there (``commands.py``).
+Stop the reply being generated (Esc), regenerate (Ctrl+G), edit the last
+message (F6), edit an earlier one into a branch (palette), switch a turn's
+versions (Alt+← / Alt+→), keep a fallback answer and cancel its question
+(Ctrl+L), choose the conversation's endpoint (palette). Every change goes
+through the store and the one outbox; these handlers only ask and show.
+``ChatScreen.check_action`` lets an action through only when what it needs (the
+engine, a conversation) is there (``commands.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from textual.css.query import NoMatches
 
 from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted, ReachabilityState
 from ..store import Message, StoreError
-from .screens.dialogs import EditMessage, TextPrompt
+from .screens.dialogs import EditMessage, StopWaiting, TextPrompt
 from .widgets.status import StatusLine
 from .widgets.versions import PickMessage, mount_local_answer
 
@@ -103,6 +104,31 @@ class TurnActions:
             self.engine.outbox.wake()
         self._show_endpoint()
         self.notify(f"This conversation now uses {name}.", markup=False, timeout=3)
+
+    # -- stopping a reply ---------------------------------------------------------------------
+
+    async def action_stop_reply(self: ChatScreen) -> None:
+        """Stop the reply being generated: what came is kept, labelled stopped. If
+        nothing came yet, ask whether to requeue or cancel the message."""
+        question = self.chat.streaming_question()
+        if question is None and self._local_blocks and self.engine is not None:
+            for question_id in list(self._local_blocks):  # a fallback answer: keep what came
+                self.engine.stop_fallback(question_id)
+            return
+        if question is None or self.engine is None:
+            return
+        if self.chat.streaming_started(question.id):
+            await self.engine.outbox.stop(question.id)
+            return
+        self._ask_stop_waiting(question)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def _ask_stop_waiting(self: ChatScreen, question: Message) -> None:
+        choice = await self.app.push_screen_wait(StopWaiting())
+        if choice is None or self.engine is None:
+            return
+        if not await self.engine.outbox.stop(question.id, choice):
+            self.notify("That reply had already finished.", markup=False, timeout=3)
 
     # -- the fallback answer ------------------------------------------------------------------
 

@@ -42,7 +42,6 @@ from ..widgets.composer import Composer
 from ..widgets.sidebar import ConversationList
 from ..widgets.status import OfflineBanner, StatusLine
 from ..widgets.welcome import welcome_text
-from .dialogs import StopWaiting
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -91,10 +90,10 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         self._last_external_check = time.time()
         self._data_version: int | None = None  # the database's, as last seen
         self._external_poll: Timer | None = None
-        # Keys run their actions in the App's task, this screen's handlers in its own:
-        # the engine's events wait while a conversation is being (re)loaded, so they
-        # land in the view it builds, never half in the old one (one task did both
-        # before the chat screen was its own).
+        # Keys run their actions in the App's task, this screen's handlers in its own
+        # (one task did both before the chat screen was its own): the engine's events
+        # wait while a conversation is being (re)loaded, so they land in the view it
+        # builds, and no conversation opens while a message is being queued.
         self._view_lock = asyncio.Lock()
 
     # -- what the screen works with ----------------------------------------------------------
@@ -243,7 +242,10 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
             with contextlib.suppress(NoMatches):  # closing: the draft keeps the text
                 self.composer.not_sent(text)
             return
-        engine = self.engine
+        async with self._view_lock:  # no other conversation opens until it is queued
+            await self._queue(self.engine, text)
+
+    async def _queue(self, engine: Engine, text: str) -> None:
         # Another program may hold the database: say so soon, not after busy_timeout.
         # (Not a Textual timer: this handler holds the screen's message queue meanwhile.)
         queueing = asyncio.ensure_future(
@@ -268,12 +270,13 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         self.composer.sent(text)
         message = result.message
         if self.current is None or self.current.id != message.conversation_id:
-            async with self._view_lock:  # the first message makes the conversation
-                self.current = await engine.store.get_conversation(message.conversation_id)
-                self.chat.conversation_id = message.conversation_id
-                self.app.sub_title = self.current.title if self.current else ""
-                self._update_header()
-                await self.chat.upsert(message)
+            # The first message made the conversation: the draft is now its draft.
+            self.current = await engine.store.get_conversation(message.conversation_id)
+            self.chat_app.drafts.conversation_id = message.conversation_id
+            self.chat.conversation_id = message.conversation_id
+            self.app.sub_title = self.current.title if self.current else ""
+            self._update_header()
+            await self.chat.upsert(message)
         if result.duplicate:
             self.notify(
                 "The same message is already queued in this conversation; it was not queued twice.",
@@ -347,26 +350,3 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         report_worker_failure(self, event)
-
-    async def action_stop_reply(self) -> None:
-        """Stop the reply being generated: what came is kept, labelled stopped. If
-        nothing came yet, ask whether to requeue or cancel the message."""
-        question = self.chat.streaming_question()
-        if question is None and self._local_blocks and self.engine is not None:
-            for question_id in list(self._local_blocks):  # a fallback answer: keep what came
-                self.engine.stop_fallback(question_id)
-            return
-        if question is None or self.engine is None:
-            return
-        if self.chat.streaming_started(question.id):
-            await self.engine.outbox.stop(question.id)
-            return
-        self._ask_stop_waiting(question)
-
-    @work(group="dialogs", exclusive=True, exit_on_error=False)
-    async def _ask_stop_waiting(self, question: Message) -> None:
-        choice = await self.app.push_screen_wait(StopWaiting())
-        if choice is None or self.engine is None:
-            return
-        if not await self.engine.outbox.stop(question.id, choice):
-            self.notify("That reply had already finished.", markup=False, timeout=3)
