@@ -214,6 +214,9 @@ async def _search(pilot, app: ChatApp, server: FaultServer) -> None:
             and bool(app.screen.hits)
         ),
     )
+    from textual.widgets import Input
+
+    app.screen.query_one(Input).cursor_blink = False  # the cursor shown, not mid-blink
 
 
 async def _seed_kitchen(data: Path) -> None:
