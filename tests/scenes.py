@@ -199,6 +199,9 @@ async def _search(pilot, app: ChatApp, server: FaultServer) -> None:
             and bool(app.screen.hits)
         ),
     )
+    from textual.widgets import Input
+
+    app.screen.query_one(Input).cursor_blink = False  # the cursor shown, not mid-blink
 
 
 async def _seed_kitchen(data: Path) -> None:
@@ -321,6 +324,8 @@ class SceneRun:
         self.app = ChatApp(settings_for(self.server, data_dir))
 
     async def run_before(self, pilot) -> None:
+        # The chat screen composes in its own task: it may not be there yet.
+        await wait_until(pilot, lambda: bool(self.app.query(Composer)))
         still(self.app)
         await self.scene.run(pilot, self.app, self.server)
         await pilot.pause(0.3)

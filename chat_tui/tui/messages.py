@@ -1,12 +1,20 @@
-"""App-wide Textual messages. Widgets' own messages live on the widgets."""
+"""App-wide Textual messages, and the relay that turns the engine's events into
+them. Widgets' own messages live on the widgets."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.message import Message
+from textual.message_pump import MessagePump
 
-from ..events import OutboxEvent, ReachabilityState
+from ..events import OutboxEvent, ReachabilityState, ReplyDelta
+from ..store import Message as StoredMessage
+from ..store import QueueItem
+
+DELTA_BATCH = 0.03  # seconds of streamed chunks gathered into one UI message
 
 
 @dataclass
@@ -35,3 +43,51 @@ class ExternalChange(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ExternalChange)
+
+
+@dataclass
+class QueueAction(Message):
+    """The queue screen asked to retry, edit or cancel a message (to the chat screen)."""
+
+    action: str  # retry | edit | cancel
+    item: QueueItem
+
+
+class EngineRelay:
+    """The engine's listeners: each event and reachability update is posted to
+    ``target()`` (the chat screen) as a message; only its handlers change widgets.
+
+    Chunks of a streaming reply come hundreds a second; they are gathered for
+    DELTA_BATCH seconds and posted as one, so the message queue is not the cost.
+    Whatever streamed before another event is posted before it.
+    """
+
+    def __init__(self, target: Callable[[], MessagePump]) -> None:
+        self._target = target
+        self._pending: dict[int, tuple[StoredMessage, list[str]]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    def event(self, event: OutboxEvent) -> None:
+        if isinstance(event, ReplyDelta):
+            batch = self._pending.get(event.question.id)
+            if batch is None:
+                self._pending[event.question.id] = (event.question, [event.text])
+            else:
+                batch[1].append(event.text)
+            if self._flush_handle is None:
+                loop = asyncio.get_running_loop()
+                self._flush_handle = loop.call_later(DELTA_BATCH, self.flush)
+            return
+        self.flush()
+        self._target().post_message(EngineEvent(event))
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending, self._pending = self._pending, {}
+        for question, texts in pending.values():
+            self._target().post_message(EngineEvent(ReplyDelta(question, "".join(texts))))
+
+    def reachability(self, state: ReachabilityState) -> None:
+        self._target().post_message(ReachabilityChanged(state))

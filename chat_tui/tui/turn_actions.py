@@ -1,43 +1,43 @@
-"""The chat window's actions for endpoints and turns, as a mixin of ChatApp.
+"""The chat screen's actions for endpoints and turns, as a mixin of ChatScreen.
 
-Regenerate (Ctrl+G), edit the last message (F6), edit an earlier one into a
-branch (palette), switch a turn's versions (Alt+← / Alt+→), keep a fallback
-answer and cancel its question (Ctrl+L), choose the conversation's endpoint
-(palette). Every change goes through the store and the one outbox; these
-handlers only ask and show.
+Stop the reply being generated (Esc), regenerate (Ctrl+G), edit the last
+message (F6), edit an earlier one into a branch (palette), switch a turn's
+versions (Alt+← / Alt+→), keep a fallback answer and cancel its question
+(Ctrl+L), choose the conversation's endpoint (palette). Every change goes
+through the store and the one outbox; these handlers only ask and show.
+``ChatScreen.check_action`` lets an action through only when what it needs (the
+engine, a conversation) is there (``commands.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from textual import work
-from textual.app import SystemCommand
 from textual.css.query import NoMatches
 
 from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted, ReachabilityState
 from ..store import Message, StoreError
-from .screens.dialogs import EditMessage, TextPrompt
-from .widgets.status import OfflineBanner, StatusLine
-from .widgets.versions import LocalAnswerBlock, PickMessage, mount_local_answer
+from .screens.dialogs import EditMessage, StopWaiting, TextPrompt
+from .widgets.status import StatusLine
+from .widgets.versions import PickMessage, mount_local_answer
 
 if TYPE_CHECKING:
-    from .app import ChatApp
+    from .screens.chat import ChatScreen
 
 
 class TurnActions:
-    """Mixed into ChatApp: relies on its engine, current conversation and chat view."""
+    """Mixed into ChatScreen: relies on its engine, current conversation and chat view."""
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def _endpoint_name(self: ChatApp) -> str:
+    def _endpoint_name(self: ChatScreen) -> str:
         if self.current is not None:
             return self.current.endpoint or "default"
         return self._new_endpoint or "default"
 
-    def _show_endpoint(self: ChatApp) -> None:
+    def _show_endpoint(self: ChatScreen) -> None:
         """The status line and banner follow the conversation on screen's endpoint."""
         name = self._endpoint_name()
         try:
@@ -55,18 +55,16 @@ class TurnActions:
             link = self.engine.link_for(self.current) if self.current else None
             reach = link.reachability.current if link is not None else None
         if reach is not None:
-            self.reach = reach
-            status.reach = reach
-            self.query_one(OfflineBanner).show_state(reach, self.queued)
+            self.reach = reach  # bound to the status line and the banner
 
-    def _reach_for_endpoint(self: ChatApp, state: ReachabilityState) -> bool:
+    def _reach_for_endpoint(self: ChatScreen, state: ReachabilityState) -> bool:
         """Remember each endpoint's state; True if it is the one on screen. The
         status line names the other endpoints in use that are not online."""
         self.reaches[state.endpoint] = state
         self._show_elsewhere()
         return state.endpoint == self._endpoint_name()
 
-    def _show_elsewhere(self: ChatApp) -> None:
+    def _show_elsewhere(self: ChatScreen) -> None:
         current = self._endpoint_name()
         away = sorted(
             name
@@ -76,18 +74,16 @@ class TurnActions:
         with contextlib.suppress(NoMatches):
             self.query_one(StatusLine).set_elsewhere(away)
 
-    def _primary_offline(self: ChatApp) -> bool:
+    def _primary_offline(self: ChatScreen) -> bool:
         if self.engine is None:
             return False
         link = self.engine.link_for(self.current)
         return link is None or not link.reachability.online
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
-    async def action_set_endpoint(self: ChatApp) -> None:
-        if self.engine is None:
-            return
+    async def action_set_endpoint(self: ChatScreen) -> None:
         names = self.settings.endpoint_names
-        name = await self.push_screen_wait(
+        name = await self.app.push_screen_wait(
             TextPrompt(
                 f"Endpoint for this conversation ({', '.join(names)})",
                 self._endpoint_name(),
@@ -109,9 +105,34 @@ class TurnActions:
         self._show_endpoint()
         self.notify(f"This conversation now uses {name}.", markup=False, timeout=3)
 
+    # -- stopping a reply ---------------------------------------------------------------------
+
+    async def action_stop_reply(self: ChatScreen) -> None:
+        """Stop the reply being generated: what came is kept, labelled stopped. If
+        nothing came yet, ask whether to requeue or cancel the message."""
+        question = self.chat.streaming_question()
+        if question is None and self._local_blocks and self.engine is not None:
+            for question_id in list(self._local_blocks):  # a fallback answer: keep what came
+                self.engine.stop_fallback(question_id)
+            return
+        if question is None or self.engine is None:
+            return
+        if self.chat.streaming_started(question.id):
+            await self.engine.outbox.stop(question.id)
+            return
+        self._ask_stop_waiting(question)
+
+    @work(group="dialogs", exclusive=True, exit_on_error=False)
+    async def _ask_stop_waiting(self: ChatScreen, question: Message) -> None:
+        choice = await self.app.push_screen_wait(StopWaiting())
+        if choice is None or self.engine is None:
+            return
+        if not await self.engine.outbox.stop(question.id, choice):
+            self.notify("That reply had already finished.", markup=False, timeout=3)
+
     # -- the fallback answer ------------------------------------------------------------------
 
-    async def _local_answer_event(self: ChatApp, event: Any) -> None:
+    async def _local_answer_event(self: ChatScreen, event: Any) -> None:
         chat = self.chat
         question: Message = event.question
         if isinstance(event, LocalAnswerStarted):
@@ -140,10 +161,8 @@ class TurnActions:
                     timeout=5,
                 )
 
-    async def action_keep_local(self: ChatApp) -> None:
+    async def action_keep_local(self: ChatScreen) -> None:
         """ "Good enough": keep the fallback's answer and cancel the queued question."""
-        if self.engine is None or self.current is None:
-            return
         messages = await self.engine.store.messages_page(self.current.id, limit=20)
         answered = {m.reply_to for m in messages if m.meta.get("kind") == "fallback_answer"} | set(
             self._local_blocks
@@ -171,16 +190,14 @@ class TurnActions:
 
     # -- regenerate, edit, versions, branch ------------------------------------------------
 
-    async def _last_question(self: ChatApp) -> Message | None:
-        if self.engine is None or self.current is None:
-            return None
+    async def _last_question(self: ChatScreen) -> Message | None:
         messages = await self.engine.store.messages_page(self.current.id, limit=20)
         users = [m for m in messages if m.role == "user" and m.state != "cancelled"]
         return users[-1] if users else None
 
-    async def action_regenerate(self: ChatApp) -> None:
+    async def action_regenerate(self: ChatScreen) -> None:
         question = await self._last_question()
-        if question is None or self.engine is None:
+        if question is None:
             return
         try:
             await self.engine.outbox.resend(question.id)
@@ -191,14 +208,14 @@ class TurnActions:
         self.notify("Asking again; the earlier reply is kept (Alt+← shows it).", timeout=3)
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
-    async def action_edit_last(self: ChatApp) -> None:
+    async def action_edit_last(self: ChatScreen) -> None:
         question = await self._last_question()
-        if question is None or self.engine is None:
+        if question is None:
             return
         if question.state != "delivered":
             self._edit_message(question)  # not answered yet: the queue's edit
             return
-        text = await self.push_screen_wait(EditMessage(question.content))
+        text = await self.app.push_screen_wait(EditMessage(question.content))
         if text is None:
             return
         try:
@@ -209,21 +226,19 @@ class TurnActions:
         await self._reload_current()
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
-    async def action_branch(self: ChatApp) -> None:
-        if self.engine is None or self.current is None:
-            return
+    async def action_branch(self: ChatScreen) -> None:
         messages = await self.engine.store.all_messages(self.current.id)
         questions = [m for m in messages if m.role == "user" and m.state == "delivered"]
         if not questions:
             self.notify("Nothing answered here to branch from yet.", markup=False)
             return
-        chosen = await self.push_screen_wait(
+        chosen = await self.app.push_screen_wait(
             PickMessage("Edit which message? (a new conversation branches there)", questions)
         )
         message = next((m for m in questions if m.id == chosen), None)
         if message is None:
             return
-        text = await self.push_screen_wait(EditMessage(message.content))
+        text = await self.app.push_screen_wait(EditMessage(message.content))
         if text is None:
             return
         try:
@@ -236,9 +251,7 @@ class TurnActions:
         await self.open_conversation(edited.conversation_id)
         self.notify("Branched: the original conversation is unchanged.", markup=False, timeout=4)
 
-    async def _switch_version(self: ChatApp, step: int) -> None:
-        if self.engine is None or self.current is None:
-            return
+    async def _switch_version(self: ChatScreen, step: int) -> None:
         messages = await self.engine.store.messages_page(self.current.id, limit=40)
         turns = [m for m in messages if m.role == "user" and int(m.meta.get("versions", 1)) > 1]
         if not turns:
@@ -256,48 +269,12 @@ class TurnActions:
             return
         await self._reload_current()
 
-    async def action_version_prev(self: ChatApp) -> None:
+    async def action_version_prev(self: ChatScreen) -> None:
         await self._switch_version(-1)
 
-    async def action_version_next(self: ChatApp) -> None:
+    async def action_version_next(self: ChatScreen) -> None:
         await self._switch_version(+1)
 
-    async def _reload_current(self: ChatApp) -> None:
+    async def _reload_current(self: ChatScreen) -> None:
         if self.current is not None:
             await self.open_conversation(self.current.id)
-
-    def turn_commands(self: ChatApp) -> Iterable[SystemCommand]:
-        yield SystemCommand(
-            "Regenerate reply",
-            "Ask again for the last reply; the old one is kept (Ctrl+G)",
-            self.action_regenerate,
-        )
-        yield SystemCommand(
-            "Edit last message",
-            "Edit and resend the last message; the old turn is kept (F6)",
-            self.action_edit_last,
-        )
-        yield SystemCommand(
-            "Edit an earlier message (branch)",
-            "A new conversation with the turns before it and the edited message",
-            self.action_branch,
-        )
-        yield SystemCommand(
-            "Previous version",
-            "Show the last turn's earlier version (Alt+←)",
-            self.action_version_prev,
-        )
-        yield SystemCommand(
-            "Next version", "Show the last turn's later version (Alt+→)", self.action_version_next
-        )
-        yield SystemCommand(
-            "Keep local answer",
-            "The fallback's answer is good enough: cancel the queued question (Ctrl+L)",
-            self.action_keep_local,
-        )
-        yield SystemCommand(
-            "Set endpoint", "Choose the endpoint this conversation uses", self.action_set_endpoint
-        )
-
-
-__all__ = ["LocalAnswerBlock", "TurnActions"]

@@ -603,7 +603,7 @@ async def test_full_disk_in_tui_keeps_the_text(fault_server: FaultServer, tmp_pa
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         deadline = time.monotonic() + 10
-        while app.engine is None or not app._draft_loaded:
+        while app.engine is None or not app.drafts.loaded:
             assert time.monotonic() < deadline
             await pilot.pause(0.05)
         assert app.engine is not None

@@ -49,7 +49,7 @@ async def test_select_a_message_and_copy_it_or_its_code(
         await pilot.press("tab")
         assert app.focused is app.composer
         # The palette's "Copy last reply" needs no selection.
-        app.action_copy_last_reply()
+        app.chat_screen.action_copy_last_reply()
         assert app.clipboard == REPLY
 
 

@@ -41,13 +41,13 @@ async def test_enter_while_another_program_holds_the_database(
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"held up")
         shown: list[tuple[float, str, str]] = []
-        notice = app._show_db_wait
+        notice = app.chat_screen._show_db_wait
 
         def recording() -> None:
             notice()
             shown.append((time.monotonic(), str(app.composer.border_subtitle), app.composer.text))
 
-        app._show_db_wait = recording  # type: ignore[method-assign]
+        app.chat_screen._show_db_wait = recording  # type: ignore[method-assign]
         holder = hold_exclusive(tmp_path / "chat.db", 2.0)
         pressed = time.monotonic()
         await pilot.press("enter")  # returns once the submit is done

@@ -7,6 +7,7 @@ from pathlib import Path
 from textual.widgets import Input, OptionList, Static
 
 from chat_tui.tui.app import ChatApp
+from chat_tui.tui.screens.chat import ChatScreen
 from chat_tui.tui.screens.help import HelpScreen
 from chat_tui.tui.screens.settings import SettingsScreen
 from chat_tui.tui.widgets.chat_view import ChatView
@@ -83,7 +84,7 @@ async def test_help_lists_every_bound_key(server: FaultServer, tmp_path: Path) -
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = str(app.screen.query_one(Static).render())
-        for binding in [*ChatApp.BINDINGS, *ChatView.BINDINGS]:
+        for binding in [*ChatScreen.BINDINGS, *ChatView.BINDINGS]:
             description = binding.tooltip or binding.description
             assert description in text, description
         assert "New line" in text and "Send the message" in text
@@ -121,7 +122,7 @@ async def test_footer_keys_are_whole_at_80_columns(server: FaultServer, tmp_path
         from textual.widgets import Footer
 
         footer = app.query_one(Footer)
-        keys = [b for b in ChatApp.BINDINGS if b.show]
+        keys = [b for b in ChatScreen.BINDINGS if b.show]
         shown = sum(len(app.get_key_display(b)) + len(b.description) + 2 for b in keys)
         assert shown + 12 <= footer.size.width  # with room for the palette hint
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from textual.widgets import Input
@@ -12,7 +13,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.screens.dialogs import EditMessage, TextPrompt
 from chat_tui.tui.screens.queue import QueueScreen
 from chat_tui.tui.screens.search import SearchScreen
-from chat_tui.tui.widgets.chat_view import MessageView
+from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import app_settings, seed_history, views, wait_until
 
@@ -204,3 +205,34 @@ async def test_a_failed_edit_keeps_the_edited_text(
         await wait_until(pilot, lambda: len(views(app)) == 2, timeout=10)
         assert calls == ["draft one (edited)", "draft one (edited)"]
         assert views(app)[0].message.content == "draft one (edited)"
+
+
+async def test_a_reply_landing_behind_the_queue_screen_is_shown_when_it_closes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The engine's events reach the chat screen whatever screen is on top: a reply
+    that streams in while the queue (Ctrl+O) is open is there when it closes, in
+    the same view (the conversation is not reopened)."""
+    server.push(Fault("slow", seconds=0.3))
+    app = ChatApp(make_settings(server, tmp_path, read_timeout=5.0))
+    async with app.run_test(size=(120, 35)) as pilot:
+        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await pilot.press(*"answer me behind the queue", "enter")
+        await wait_until(pilot, lambda: len(views(app)) == 1)
+        question = views(app)[0]
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen))
+        assert app.engine is not None
+        deadline = time.monotonic() + 15
+        while await app.engine.store.pending_count():  # delivered while the queue is open
+            assert time.monotonic() < deadline, "the reply never came"
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, QueueScreen)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, QueueScreen))
+        await wait_until(pilot, lambda: len(views(app)) == 2, timeout=3)
+        assert views(app)[0] is question  # the same view, updated in place
+        assert question.message.state == "delivered"
+        assert views(app)[1].message.role == "assistant" and views(app)[1].message.content
+        assert not app.query(StreamingReply)  # no stream left behind

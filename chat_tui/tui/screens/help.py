@@ -1,5 +1,6 @@
-"""F1: every key, generated from the bindings of the app and its widgets and
-screens, so it cannot drift from what the keys really do."""
+"""F1: every key, generated from the table of commands (``tui/commands.py``) and
+the bindings of the widgets and screens, so it cannot drift from what the keys
+really do."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+
+def every_key() -> list[tuple[str, list]]:
+    """The table of commands' keys, then the chat's and the queue's own."""
+    from ..commands import help_sections
+    from ..widgets.chat_view import ChatView
+    from .queue import QueueScreen
+
+    return help_sections(
+        [("Messages (after Tab)", ChatView.BINDINGS), ("Queue (Ctrl+O)", QueueScreen.BINDINGS)]
+    )
 
 
 def binding_rows(app, sections: Iterable[tuple[str, list]]) -> list[tuple[str, str, str]]:
@@ -40,14 +52,15 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,f1,q", "dismiss(None)", "Close")]
 
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, sections: Iterable[tuple[str, list]] | None = None) -> None:
+        """``sections``: (heading, bindings); by default every key of the app."""
         super().__init__()
-        self.rows = rows
+        self.sections = list(sections) if sections is not None else every_key()
 
     def compose(self) -> ComposeResult:
         parts: list[str | tuple[str, str]] = [("Keys", "bold"), "  (Esc closes)"]
         section = None
-        for where, keys, description in self.rows:
+        for where, keys, description in binding_rows(self.app, self.sections):
             if where != section:
                 section = where
                 parts += ["\n\n", (where, "bold $accent")]

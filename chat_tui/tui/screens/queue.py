@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.message import Message as TextualMessage
 from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
@@ -18,8 +17,9 @@ from ...store import QueueItem
 from ..formatting import message_status
 
 
-class QueueScreen(ModalScreen[None]):
-    """The queue. Actions are posted to the app, which owns the engine."""
+class QueueScreen(ModalScreen[QueueItem | None]):
+    """The queue. Retry, edit and cancel go to ``act`` (the owner shows the new items
+    through ``show_items``); choosing a message closes the screen with it."""
 
     DEFAULT_CSS = """
     QueueScreen { align: center middle; }
@@ -37,14 +37,10 @@ class QueueScreen(ModalScreen[None]):
         Binding("enter", "act('open')", "Open conversation", show=False),
     ]
 
-    @dataclass
-    class Action(TextualMessage):
-        action: str  # retry | edit | cancel | open
-        item: QueueItem
-
-    def __init__(self, items: list[QueueItem]) -> None:
+    def __init__(self, items: list[QueueItem], act: Callable[[str, QueueItem], None]) -> None:
         super().__init__()
         self.items = items
+        self.act = act  # (retry | edit | cancel, item)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -89,9 +85,10 @@ class QueueScreen(ModalScreen[None]):
         index = self.query_one(OptionList).highlighted
         if index is None or index >= len(self.items):
             return
-        self.app.post_message(self.Action(action, self.items[index]))
         if action == "open":
-            self.dismiss(None)
+            self.dismiss(self.items[index])
+        else:
+            self.act(action, self.items[index])
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.action_act("open")

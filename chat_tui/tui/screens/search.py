@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from textual import work
@@ -14,7 +15,7 @@ from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 
 from ...sanitize import sanitize
-from ...store import SearchHit, Store
+from ...store import SearchHit
 from ..formatting import clock
 
 
@@ -26,6 +27,9 @@ class SearchChoice:
 
 
 class SearchScreen(ModalScreen[SearchChoice | None]):
+    """Search as the user types (``search`` gives the hits of a query); choosing a
+    hit closes the screen with it."""
+
     DEFAULT_CSS = """
     SearchScreen { align: center middle; }
     SearchScreen > Vertical {
@@ -38,9 +42,9 @@ class SearchScreen(ModalScreen[SearchChoice | None]):
         Binding("down", "focus_results", "Results", show=False),
     ]
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, search: Callable[[str], Awaitable[list[SearchHit]]]) -> None:
         super().__init__()
-        self.store = store
+        self.search = search
         self.hits: list[SearchHit] = []
         self.shown_query: str | None = None  # the query whose results are on screen
 
@@ -64,7 +68,7 @@ class SearchScreen(ModalScreen[SearchChoice | None]):
 
     @work(group="search", exclusive=True, exit_on_error=False)
     async def run_search(self, query: str) -> None:
-        hits = await self.store.search(query, limit=100) if query.strip() else []
+        hits = await self.search(query) if query.strip() else []
         self.hits = hits
         options = [
             Option(

@@ -55,12 +55,12 @@ class Composer(TextArea):
         if event.key == "tab":  # to the messages: select one, y copies it
             event.prevent_default()
             event.stop()
-            await self.app.run_action("focus_chat")
+            await self.screen.run_action("focus_chat")
             return
         if event.key in CHAT_SCROLL_KEYS:  # the chat scrolls while the cursor stays here
             event.prevent_default()
             event.stop()
-            await self.app.run_action(CHAT_SCROLL_KEYS[event.key])
+            await self.screen.run_action(CHAT_SCROLL_KEYS[event.key])
             return
         if event.key == "enter":
             event.prevent_default()

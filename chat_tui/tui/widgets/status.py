@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from textual.content import Content
-from textual.reactive import reactive
+from textual.reactive import reactive, var
 from textual.widgets import Static
 
 from ...events import ReachabilityState
@@ -90,18 +90,21 @@ class OfflineBanner(Static):
     OfflineBanner.-visible { display: block; }
     """
 
+    # Bound to the chat screen's (data_bind); each change redraws the text.
+    reach: var[ReachabilityState | None] = var(None)
+    queued: var[int] = var(0)  # every message not yet delivered
+
     def __init__(self) -> None:
         super().__init__(markup=False)
-        self.reach: ReachabilityState | None = None
-        self.queued = 0
         self.problem: str | None = None  # the sender's own trouble (database), if any
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
 
-    def show_state(self, reach: ReachabilityState, queued: int) -> None:
-        self.reach = reach
-        self.queued = queued
+    def watch_reach(self) -> None:
+        self._show()
+
+    def watch_queued(self) -> None:
         self._show()
 
     def show_problem(self, text: str | None) -> None:

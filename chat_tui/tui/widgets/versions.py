@@ -1,5 +1,5 @@
-"""What the chat window adds for endpoints and turns: the fallback answer's live block,
-a picker for the message to edit into a branch, and the helpers the app's actions use.
+"""What the chat window adds for endpoints and turns: the fallback answer's live block
+and a picker for the message to edit into a branch.
 
 Kept apart from chat_view.py: the live block mounts into the ChatView beside
 the messages (in seq order) and goes away when the stored notice arrives.
@@ -77,14 +77,6 @@ async def mount_local_answer(chat: ChatView, question: Message, label: str) -> L
     await chat.mount(block, before=before)
     chat.scroll_end(animate=False)
     return block
-
-
-def version_label(message: Message) -> str:
-    """``‹ 2/3 ›`` for a turn with several versions, else empty."""
-    total = int(message.meta.get("versions", 1))
-    if total < 2:
-        return ""
-    return f"‹ {int(message.meta.get('version', 1))}/{total} ›"
 
 
 class PickMessage(ModalScreen[int | None]):
