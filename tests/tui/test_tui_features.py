@@ -214,7 +214,7 @@ async def test_a_reply_landing_behind_the_queue_screen_is_shown_when_it_closes(
     that streams in while the queue (Ctrl+O) is open is there when it closes, in
     the same view (the conversation is not reopened)."""
     server.push(Fault("slow", seconds=0.3))
-    app = ChatApp(make_settings(server, tmp_path, read_timeout=5.0))
+    app = ChatApp(app_settings(server, tmp_path, read_timeout=5.0))
     async with app.run_test(size=(120, 35)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
         await pilot.press(*"answer me behind the queue", "enter")

@@ -9,7 +9,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.commands import COMMANDS, key_text, palette_commands
 from chat_tui.tui.screens.chat import ChatScreen
 from tests.fault_server import FaultServer
-from tests.test_tui import make_settings, views, wait_until
+from tests.helpers import app_settings as make_settings, views, wait_until
 
 
 def test_every_command_is_an_action_of_its_screen_or_the_app() -> None:
