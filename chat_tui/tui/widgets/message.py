@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 from ...sanitize import sanitize
 from ...store import Message
 from ..formatting import clock, message_status
-from ..rendering import CachedRender, hard_breaks, render_markdown
+from ..rendering import BlockStack, CachedRender, hard_breaks, render_markdown
 
 
 class MessageView(Static):
@@ -130,9 +130,4 @@ class MessageView(Static):
 
 def joined(pieces: list[CachedRender]) -> list[object]:
     """Markdown drawn in pieces, with the blank line a whole render puts between blocks."""
-    out: list[object] = []
-    for i, piece in enumerate(pieces):
-        if i:
-            out.append(Text(""))
-        out.append(piece)
-    return out
+    return [BlockStack(pieces)]

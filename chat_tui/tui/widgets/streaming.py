@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 from ...sanitize import StreamSanitizer, sanitize
 from ...store import Message
-from ..rendering import CachedRender, render_markdown, safe_split
+from ..rendering import BlockStack, CachedRender, block_ends, render_markdown
 
 
 class StreamingReply(Vertical):
@@ -23,9 +23,12 @@ class StreamingReply(Vertical):
 
     Drawn with the same renderer as a stored reply, so nothing jumps when it
     is swapped. Cost stays flat however long the reply grows: each complete
-    Markdown block (up to a blank line outside a code fence) is drawn once
-    into its own ``Static`` and kept; only the unfinished tail is redrawn, and
-    at most every ``REDRAW_INTERVAL`` seconds however fast the chunks come.
+    Markdown block (see ``block_ends``) is drawn once and kept; only the
+    unfinished block at the end is drawn again, at most every
+    ``REDRAW_INTERVAL`` seconds however fast the chunks come. The kept blocks
+    move into a ``Static`` of their own every ``FREEZE_AT`` characters, so the
+    live one, which Textual lays out and paints again on every redraw, stays
+    short.
 
     A thinking model's reasoning shows live in a dimmed, collapsible
     "Thinking…" block above the answer, collapsed once the answer starts.
@@ -34,8 +37,8 @@ class StreamingReply(Vertical):
     # 10 redraws a second read as smooth text; each costs a layout and a frame of
     # the whole chat (it scrolls), so more would only burn CPU.
     REDRAW_INTERVAL = 0.1
-    # Complete blocks are frozen in pieces of at least this many characters: fewer
-    # widgets to lay out, and the redrawn tail stays small.
+    # Kept blocks move to a Static of their own in runs of at least this many
+    # characters: few widgets to lay out, and a live one that stays short.
     FREEZE_AT = 1500
 
     DEFAULT_CSS = """
@@ -55,10 +58,12 @@ class StreamingReply(Vertical):
         self.text = ""  # sanitized text received so far
         self.received = 0
         self.drawn = 0  # characters of ``text`` handed to the screen so far
-        self.pieces: list[CachedRender] = []  # the frozen blocks, drawn once
-        self._tail_piece: CachedRender | None = None
+        self.pieces: list[CachedRender] = []  # the complete blocks, each drawn once
+        self._tail_piece: CachedRender | None = None  # the unfinished block at the end
         self._sanitizer = StreamSanitizer()
-        self._frozen = 0  # text[:_frozen] is drawn in blocks that no longer change
+        self._settled = 0  # text[:_settled] is drawn in ``pieces``, which no longer change
+        self._frozen = 0  # text[:_frozen] (pieces[:_frozen_pieces]) is in frozen Statics
+        self._frozen_pieces = 0
         self._header = Static(
             Content("Assistant · streaming… · Esc stops"), classes="header", markup=False
         )
@@ -105,16 +110,21 @@ class StreamingReply(Vertical):
 
     async def _redraw(self) -> None:
         self._timer = None
-        split = safe_split(self.text, self._frozen)
-        if split - self._frozen >= self.FREEZE_AT:
-            piece = CachedRender(render_markdown(self.text[self._frozen : split]))
-            self.pieces.append(piece)
-            block = Static(piece, classes="block frozen", markup=False)
-            self._frozen = split
-            await self.mount(block, before=self._tail)
+        for end in block_ends(self.text, self._settled):
+            block = self.text[self._settled : end]
+            if block.strip():
+                self.pieces.append(CachedRender(render_markdown(block)))
+            self._settled = end
+        if self._settled - self._frozen >= self.FREEZE_AT:
+            kept = self.pieces[self._frozen_pieces :]
+            frozen = Static(CachedRender(BlockStack(kept)), classes="block frozen", markup=False)
+            self._frozen, self._frozen_pieces = self._settled, len(self.pieces)
+            await self.mount(frozen, before=self._tail)
+        tail = self.text[self._settled :]
         # Cached: Textual measures the height, then draws; one Markdown render serves both.
-        self._tail_piece = CachedRender(render_markdown(self.text[self._frozen :]))
-        self._tail.update(self._tail_piece)
+        self._tail_piece = CachedRender(render_markdown(tail)) if tail.strip() else None
+        live = self.pieces[self._frozen_pieces :] + [self._tail_piece] * bool(self._tail_piece)
+        self._tail.update(CachedRender(BlockStack(live)))
         self.drawn = len(self.text)
 
     async def stop(self) -> None:
@@ -127,7 +137,6 @@ class StreamingReply(Vertical):
 
     def drawn_pieces(self, content: str) -> list[CachedRender] | None:
         """The Markdown as drawn, if it is exactly the stored reply's ``content``."""
-        if self._tail_piece is None or self.text != sanitize(content):
+        if self.drawn != len(self.text) or not self.text or self.text != sanitize(content):
             return None
-        tail = [self._tail_piece] if self.text[self._frozen :].strip() else []
-        return [*self.pieces, *tail]
+        return self.pieces + [self._tail_piece] * bool(self._tail_piece)
