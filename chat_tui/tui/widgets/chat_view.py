@@ -28,7 +28,7 @@ from ...sanitize import sanitize
 from ...store import Message
 from ..rendering import CachedRender
 from .message import MessageView, joined
-from .streaming import StreamingReply
+from .streaming import LayoutOnce, StreamingReply
 
 # The message widgets moved to their own modules; their old import path still works.
 __all__ = ["PAGE_SIZE", "ChatView", "MessageView", "StreamingReply", "joined"]
@@ -36,7 +36,7 @@ __all__ = ["PAGE_SIZE", "ChatView", "MessageView", "StreamingReply", "joined"]
 PAGE_SIZE = 40  # about 300 ms to mount on a slow 2-core machine; older pages load on scroll
 
 
-class ChatView(VerticalScroll, can_focus=True):
+class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
     """The messages of the open conversation, oldest at the top.
 
     With focus, one message is selected (Up/Down, or a click): ``y`` copies

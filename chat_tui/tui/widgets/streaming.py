@@ -10,6 +10,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 if TYPE_CHECKING:
+    from textual.geometry import Size
     from textual.timer import Timer
     from textual.widgets import Collapsible
 
@@ -18,7 +19,29 @@ from ...store import Message
 from ..rendering import BlockStack, CachedRender, block_ends, render_markdown
 
 
-class StreamingReply(Vertical):
+class LayoutOnce:
+    """A widget whose new size does not ask for a second layout (a mixin).
+
+    After each layout Textual stores a widget's new virtual size through a
+    reactive that asks for another layout of the screen, which then finds
+    nothing to move. A streaming reply grows on every redraw, so that doubled
+    the layouts and repaints of the whole chat while it streamed. Scrollbars
+    that must appear or go still ask for their own layout.
+    """
+
+    def _size_updated(
+        self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
+    ) -> bool:
+        return super()._size_updated(  # type: ignore[misc]
+            size, virtual_size, container_size, layout=False
+        )
+
+
+class LiveBlock(LayoutOnce, Static):
+    """The part of a streaming reply that is drawn again as it grows."""
+
+
+class StreamingReply(LayoutOnce, Vertical):
     """An assistant reply while it streams; replaced by a MessageView once stored.
 
     Drawn with the same renderer as a stored reply, so nothing jumps when it
@@ -67,7 +90,7 @@ class StreamingReply(Vertical):
         self._header = Static(
             Content("Assistant · streaming… · Esc stops"), classes="header", markup=False
         )
-        self._tail = Static("", classes="block", markup=False)
+        self._tail = LiveBlock("", classes="block", markup=False)
         self._timer: Timer | None = None
         self.thinking: list[str] = []
         self._thinking_view: Static | None = None
