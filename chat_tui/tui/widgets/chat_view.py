@@ -278,7 +278,13 @@ class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
             return
         reply = StreamingReply(question)
         self._streams[question.id] = reply
-        later = [v for v in self._views.values() if v.message.seq > question.seq + 5]
+        # After the question and what already answers it (its notices), before the
+        # next turn.
+        later = [
+            v
+            for v in self._views.values()
+            if v.message.seq > question.seq and v.message.reply_to != question.id
+        ]
         before = min(later, key=lambda v: v.message.seq) if later else None
         await self.mount(reply, before=before)
         self.scroll_end(animate=False)
