@@ -40,7 +40,8 @@ class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
     """The messages of the open conversation, oldest at the top.
 
     With focus, one message is selected (Up/Down, or a click): ``y`` copies
-    it, ``c`` its code block (``2c`` the second one…).
+    it, ``c`` its code block (``2c`` the second one…), ``C`` one chosen from a
+    list of its code blocks.
     """
 
     DEFAULT_CSS = """
@@ -59,6 +60,7 @@ class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
         Binding("down,j", "select(1)", "Next", show=False),
         Binding("y", "copy_message", "Copy"),
         Binding("c", "copy_code", "Copy code"),
+        Binding("C", "choose_code", "Choose code block", show=False),
         Binding("tab,escape", "app.focus_composer", "Composer", show=False),
     ]
 
@@ -135,22 +137,45 @@ class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
             return
         self.post_message(self.Copied(self.selected.message.content, "the message"))
 
-    def action_copy_code(self) -> None:
+    def _code_blocks(self) -> list[str]:
+        """The selected message's code blocks (the user is told when there are none)."""
         from ..copying import code_blocks
 
-        count, self._count = self._count, ""
         if self.selected is None:
-            return
+            return []
         blocks = code_blocks(self.selected.message.content)
         if not blocks:
             self.notify("This message has no code block.", markup=False, timeout=3)
+        return blocks
+
+    def _copy_block(self, blocks: list[str], n: int) -> None:
+        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
+        self.post_message(self.Copied(blocks[n - 1], what))
+
+    def action_copy_code(self) -> None:
+        count, self._count = self._count, ""
+        blocks = self._code_blocks()
+        if not blocks:
             return
         n = int(count) if count else 1
         if not 1 <= n <= len(blocks):
             self.notify(f"This message has {len(blocks)} code block(s).", markup=False, timeout=3)
             return
-        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
-        self.post_message(self.Copied(blocks[n - 1], what))
+        self._copy_block(blocks, n)
+
+    def action_choose_code(self) -> None:
+        self._count = ""
+        blocks = self._code_blocks()
+        if len(blocks) == 1:
+            self._copy_block(blocks, 1)
+        elif blocks:
+            from ..screens.code_chooser import CodeChooser
+
+            def chosen(index: int | None) -> None:
+                if index is not None:
+                    self._copy_block(blocks, index + 1)
+
+            self.app.push_screen(CodeChooser(blocks), chosen)
 
     def on_click(self, event: events.Click) -> None:
         widget = event.widget
