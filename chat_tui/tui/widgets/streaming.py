@@ -146,7 +146,9 @@ class StreamingReply(LayoutOnce, Vertical):
         tail = self.text[self._settled :]
         # Cached: Textual measures the height, then draws; one Markdown render serves both.
         self._tail_piece = CachedRender(render_markdown(tail)) if tail.strip() else None
-        live = self.pieces[self._frozen_pieces :] + [self._tail_piece] * bool(self._tail_piece)
+        live = self.pieces[self._frozen_pieces :]
+        if self._tail_piece is not None:
+            live = [*live, self._tail_piece]
         self._tail.update(CachedRender(BlockStack(live)))
         self.drawn = len(self.text)
 
@@ -162,4 +164,5 @@ class StreamingReply(LayoutOnce, Vertical):
         """The Markdown as drawn, if it is exactly the stored reply's ``content``."""
         if self.drawn != len(self.text) or not self.text or self.text != sanitize(content):
             return None
-        return self.pieces + [self._tail_piece] * bool(self._tail_piece)
+        tail = [self._tail_piece] if self._tail_piece is not None else []
+        return [*self.pieces, *tail]
