@@ -55,7 +55,7 @@ def frozen_display() -> Iterator[None]:
     """Times on screen read the same in every run: 09:30, 'in 5 s'."""
     from chat_tui.tui import formatting
     from chat_tui.tui.screens import search
-    from chat_tui.tui.widgets import chat_view, sidebar, status
+    from chat_tui.tui.widgets import message, sidebar, status
 
     def clock(ts: float, now: float | None = None) -> str:
         return "09:30"
@@ -66,7 +66,7 @@ def frozen_display() -> Iterator[None]:
     patched = [
         (formatting, "clock", clock),
         (formatting, "until", until),
-        (chat_view, "clock", clock),
+        (message, "clock", clock),
         (sidebar, "clock", clock),
         (search, "clock", clock),
         (status, "until", until),

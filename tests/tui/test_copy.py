@@ -234,3 +234,37 @@ async def test_a_reply_landing_while_the_window_is_unfocused_is_announced(
         await wait_until(pilot, lambda: len(views(app)) == 4)
         await pilot.pause(0.1)
         assert rings == ([] if mode == "off" else [mode])
+
+
+async def test_capital_c_offers_a_list_of_the_code_blocks(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from textual.widgets import OptionList
+
+    from chat_tui.tui.screens.code_chooser import CodeChooser
+
+    await seed_history(tmp_path / "chat.db", [("how do I print?", REPLY)], title="code")
+    app = ChatApp(make_settings(server, tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: len(views(app)) == 2)
+        await pilot.press("tab")  # the reply, with two code blocks, is selected
+        await pilot.press("C")
+        await wait_until(pilot, lambda: isinstance(app.screen, CodeChooser))
+        options = app.screen.query_one(OptionList)
+        prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert prompts == ["1  print('one')  · 1 line", "2  echo two  · 1 line"]
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: not isinstance(app.screen, CodeChooser))
+        assert app.clipboard == "echo two\n"
+        assert any("code block 2 of 2" in n.message for n in app._notifications)
+        await pilot.press("C")
+        await wait_until(pilot, lambda: isinstance(app.screen, CodeChooser))
+        await pilot.press("escape")  # nothing copied
+        await wait_until(pilot, lambda: not isinstance(app.screen, CodeChooser))
+        assert app.clipboard == "echo two\n"
+        await pilot.press("C")
+        await wait_until(pilot, lambda: isinstance(app.screen, CodeChooser))
+        await pilot.press("1")  # a block's number picks it at once
+        await wait_until(pilot, lambda: app.clipboard == "print('one')\n")
+        assert not isinstance(app.screen, CodeChooser)
+        assert app.focused is app.query_one(ChatView)  # back where the user was

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
 
 from chat_tui.config import Settings
+from chat_tui.store import Message
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.screens.dialogs import StopWaiting
-from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
+from chat_tui.tui.widgets.chat_view import ChatView, MessageView, StreamingReply
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import app_settings, wait_until
 
@@ -143,3 +145,46 @@ async def test_marker_shows_where_the_models_memory_starts(
         # Reopening the conversation shows it in the same place.
         await app.open_conversation(app.current.id)
         await wait_until(pilot, lambda: bool(app.query(".context-marker")))
+
+
+def turn_message(id: int, seq: int, role: str, reply_to: int | None = None) -> Message:
+    return Message(
+        id=id,
+        conversation_id=1,
+        seq=seq,
+        role=role,
+        content=f"{role} {id}",
+        state="queued" if role == "user" else "complete",
+        created_at=0.0,
+        updated_at=0.0,
+        reply_to=reply_to,
+    )
+
+
+class ChatHost(App):
+    def compose(self) -> ComposeResult:
+        yield ChatView()
+
+
+async def test_a_streaming_reply_goes_after_its_question_and_notices_before_the_next_turn() -> None:
+    # Placed by what the messages answer, not by the store's numbering: the seqs here
+    # are packed tight (five after the question is past the next turn), only in order.
+    question = turn_message(1, 10, "user")
+    notice = turn_message(2, 11, "notice", reply_to=1)
+    nxt = turn_message(3, 14, "user")
+    app = ChatHost()
+    async with app.run_test(size=(80, 30)) as pilot:
+        chat = app.query_one(ChatView)
+        await chat.show_conversation(1, [question, notice, nxt], has_older=False)
+        await chat.stream_started(question)
+        await pilot.pause()
+        order = [
+            "stream" if isinstance(w, StreamingReply) else w.message.id  # type: ignore[attr-defined]
+            for w in chat.children
+            if isinstance(w, (MessageView, StreamingReply))
+        ]
+        assert order == [1, 2, "stream", 3]
+        reply = turn_message(4, 12, "assistant", reply_to=1)
+        await chat.stream_ended(question, reply)
+        await pilot.pause()
+        assert [w.message.id for w in chat.query(MessageView)] == [1, 2, 4, 3]

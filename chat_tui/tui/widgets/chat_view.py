@@ -14,265 +14,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rich.console import Group
-from rich.text import Text
 from textual import events
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.message import Message as TextualMessage
 from textual.widgets import Static
 
 if TYPE_CHECKING:
-    from rich.markdown import Markdown as RichMarkdown
-    from textual.timer import Timer
-    from textual.widgets import Collapsible, Markdown
+    from textual.widgets import Markdown
 
-from ...sanitize import StreamSanitizer, sanitize
+from ...sanitize import sanitize
 from ...store import Message
-from ..formatting import clock, message_status
-from ..rendering import CachedRender, hard_breaks, render_markdown, safe_split
+from ..rendering import CachedRender
+from .message import MessageView, joined
+from .streaming import LayoutOnce, StreamingReply
 
-PAGE_SIZE = 40  # about 300 ms to mount on this 2-core machine; older pages load on scroll
+# The message widgets moved to their own modules; their old import path still works.
+__all__ = ["PAGE_SIZE", "ChatView", "MessageView", "StreamingReply", "joined"]
 
-
-class MessageView(Static):
-    """One message as one widget: a header line (who, when, state) and its body.
-
-    Stored messages render through Rich (a ``Text``, or Rich's Markdown for
-    replies) inside a single ``Static``: Textual's ``Markdown`` widget mounts
-    about a dozen widgets per reply, which made opening a conversation take
-    seconds. It is kept only for the reply that is streaming in.
-    """
-
-    DEFAULT_CSS = """
-    MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
-    MessageView.user { border-left: outer $primary; }
-    MessageView.assistant { border-left: outer $success; }
-    MessageView.notice { border: round $warning; }
-    MessageView.failed, MessageView.expired { border-left: outer $error; }
-    MessageView.found { background: $accent 15%; }
-    MessageView.stopped { border-left: outer $warning; }
-    """
-
-    HEADER_STYLES = {"queued": "yellow", "sending": "yellow", "failed": "red", "expired": "red"}
-
-    def __init__(self, message: Message, *, drawn: list[CachedRender] | None = None) -> None:
-        super().__init__(classes=f"{message.role} {message.state}", markup=False)
-        self.message = message
-        self.blocked = False  # queued behind a failed message of the same conversation
-        # A reply that was just streamed arrives with its Markdown already drawn, in
-        # the pieces the stream drew (a 30 KB reply takes half a second to draw again).
-        self._drawn = drawn
-        self.update(self._renderable())
-
-    def set_blocked(self, blocked: bool) -> None:
-        if blocked != self.blocked:
-            self.blocked = blocked
-            self.update(self._renderable())
-
-    @property
-    def header_text(self) -> str:
-        return self._header()
-
-    show_reasoning = False  # a reply's stored thinking: one quiet line until clicked
-
-    def _renderable(self) -> CachedRender:
-        m = self.message
-        style = "yellow" if m.role == "notice" else self.HEADER_STYLES.get(m.state, "dim")
-        parts: list[object] = [Text(self._header(), style=style)]
-        reasoning = m.meta.get("reasoning") if m.role == "assistant" else None
-        if reasoning:
-            if self.show_reasoning:
-                parts.append(Text("▾ Thinking (click to hide)", style="dim italic"))
-                parts.append(Text(sanitize(str(reasoning)), style="dim"))
-            else:
-                lines = len(str(reasoning).splitlines()) or 1
-                parts.append(
-                    Text(f"▸ Thinking · {lines} line(s) (click to show)", style="dim italic")
-                )
-        parts.append(self._body())
-        return CachedRender(Group(*parts))
-
-    def on_click(self) -> None:
-        if self.message.role == "assistant" and self.message.meta.get("reasoning"):
-            self.show_reasoning = not self.show_reasoning
-            self.update(self._renderable())
-
-    def _body(self) -> Text | RichMarkdown:
-        text = sanitize(self.message.content)
-        # Replies, the user's own messages, offline answers and fallback answers
-        # (which quote or are replies) all read as Markdown, through one renderer.
-        # Rich's Markdown, not Rich markup: "[bold]" stays literal; links show
-        # their target and are never opened.
-        if self.message.role == "user":
-            return render_markdown(hard_breaks(text))
-        kind = self.message.meta.get("kind")
-        if self.message.role == "assistant" or kind in ("offline_answer", "fallback_answer"):
-            if self._drawn:
-                return Group(*joined(self._drawn))
-            return render_markdown(text)
-        return Text(text)
-
-    def _header(self) -> str:
-        m = self.message
-        when = clock(m.created_at)
-        if m.role == "user":
-            hint = " · Ctrl+O to retry, edit or cancel" if m.state in ("failed", "expired") else ""
-            if self.blocked:
-                hint = " · waiting for the failed message above"
-            total = int(m.meta.get("versions", 1))
-            versions = f" · ‹ {m.meta.get('version', 1)}/{total} › Alt+←/→" if total > 1 else ""
-            return f"You · {when} · {sanitize(message_status(m))}{versions}{hint}"
-        if m.role == "assistant":
-            from ...export import reply_labels
-
-            model = m.meta.get("model")
-            header = f"Assistant · {when}" + (f" · {sanitize(str(model))}" if model else "")
-            # stopped, reasoning only, prompt → reply tokens, tokens per second
-            return header + "".join(f" · {label}" for label in reply_labels(m))
-        return sanitize(str(m.meta.get("label") or f"Note · {when}"))
-
-    def update_message(self, message: Message, *, redraw: bool = False) -> None:
-        """Show a new state (and new text, if it was edited) without remounting."""
-        if redraw or message.content != self.message.content:
-            self._drawn = None
-        self.message = message
-        self.set_classes(f"{message.role} {message.state}")
-        self.update(self._renderable())
+PAGE_SIZE = 40  # about 300 ms to mount on a slow 2-core machine; older pages load on scroll
 
 
-def joined(pieces: list[CachedRender]) -> list[object]:
-    """Markdown drawn in pieces, with the blank line a whole render puts between blocks."""
-    out: list[object] = []
-    for i, piece in enumerate(pieces):
-        if i:
-            out.append(Text(""))
-        out.append(piece)
-    return out
-
-
-class StreamingReply(Vertical):
-    """An assistant reply while it streams; replaced by a MessageView once stored.
-
-    Drawn with the same renderer as a stored reply, so nothing jumps when it
-    is swapped. Cost stays flat however long the reply grows: each complete
-    Markdown block (up to a blank line outside a code fence) is drawn once
-    into its own ``Static`` and kept; only the unfinished tail is redrawn, and
-    at most every ``REDRAW_INTERVAL`` seconds however fast the chunks come.
-
-    A thinking model's reasoning shows live in a dimmed, collapsible
-    "Thinking…" block above the answer, collapsed once the answer starts.
-    """
-
-    # 10 redraws a second read as smooth text; each costs a layout and a frame of
-    # the whole chat (it scrolls), so more would only burn CPU.
-    REDRAW_INTERVAL = 0.1
-    # Complete blocks are frozen in pieces of at least this many characters: fewer
-    # widgets to lay out, and the redrawn tail stays small.
-    FREEZE_AT = 1500
-
-    DEFAULT_CSS = """
-    StreamingReply { height: auto; padding: 0 1; margin: 0 0 1 0; border-left: outer $accent; }
-    StreamingReply > .header { height: 1; color: $accent; }
-    StreamingReply > Collapsible { margin: 0; padding: 0; border: none; color: $text-muted; }
-    StreamingReply > Collapsible .thinking { color: $text-muted; text-style: italic; }
-    StreamingReply > .block { height: auto; }
-    StreamingReply > .frozen { margin-bottom: 1; }
-    """
-
-    THINKING_REFRESH = 0.1  # seconds: reasoning repaints at most this often
-
-    def __init__(self, question: Message) -> None:
-        super().__init__()
-        self.question = question
-        self.text = ""  # sanitized text received so far
-        self.received = 0
-        self.drawn = 0  # characters of ``text`` handed to the screen so far
-        self.pieces: list[CachedRender] = []  # the frozen blocks, drawn once
-        self._tail_piece: CachedRender | None = None
-        self._sanitizer = StreamSanitizer()
-        self._frozen = 0  # text[:_frozen] is drawn in blocks that no longer change
-        self._header = Static(
-            Content("Assistant · streaming… · Esc stops"), classes="header", markup=False
-        )
-        self._tail = Static("", classes="block", markup=False)
-        self._timer: Timer | None = None
-        self.thinking: list[str] = []
-        self._thinking_view: Static | None = None
-        self._thinking_box: Collapsible | None = None
-        self._thinking_pending = False
-
-    def compose(self) -> ComposeResult:
-        yield self._header
-        yield self._tail
-
-    async def think(self, text: str) -> None:
-        """Some reasoning arrived: shown in the Thinking block (batched repaints)."""
-        self.thinking.append(text)
-        if self._thinking_box is None:
-            from textual.widgets import Collapsible
-
-            self._thinking_view = Static("", classes="thinking", markup=False)
-            self._thinking_box = Collapsible(
-                self._thinking_view, title="Thinking…", collapsed=self.received > 0
-            )
-            await self.mount(self._thinking_box, after=self._header)
-        if not self._thinking_pending:
-            self._thinking_pending = True
-            self.set_timer(self.THINKING_REFRESH, self._show_thinking)
-
-    def _show_thinking(self) -> None:
-        self._thinking_pending = False
-        if self._thinking_view is not None:
-            self._thinking_view.update(Content(sanitize("".join(self.thinking))))
-
-    async def write(self, text: str) -> None:
-        if not self.received and self._thinking_box is not None:
-            # The answer starts: fold the thinking away.
-            self._thinking_box.collapsed = True
-            self._thinking_box.title = "Thinking (click to show)"
-        self.received += len(text)
-        self.text += self._sanitizer.feed(text)
-        if self._timer is None:
-            self._timer = self.set_timer(self.REDRAW_INTERVAL, self._redraw)
-
-    async def _redraw(self) -> None:
-        self._timer = None
-        split = safe_split(self.text, self._frozen)
-        if split - self._frozen >= self.FREEZE_AT:
-            piece = CachedRender(render_markdown(self.text[self._frozen : split]))
-            self.pieces.append(piece)
-            block = Static(piece, classes="block frozen", markup=False)
-            self._frozen = split
-            await self.mount(block, before=self._tail)
-        # Cached: Textual measures the height, then draws; one Markdown render serves both.
-        self._tail_piece = CachedRender(render_markdown(self.text[self._frozen :]))
-        self._tail.update(self._tail_piece)
-        self.drawn = len(self.text)
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        self.text += self._sanitizer.flush()
-        if self.is_attached:
-            await self._redraw()
-
-    def drawn_pieces(self, content: str) -> list[CachedRender] | None:
-        """The Markdown as drawn, if it is exactly the stored reply's ``content``."""
-        if self._tail_piece is None or self.text != sanitize(content):
-            return None
-        tail = [self._tail_piece] if self.text[self._frozen :].strip() else []
-        return [*self.pieces, *tail]
-
-
-class ChatView(VerticalScroll, can_focus=True):
+class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
     """The messages of the open conversation, oldest at the top.
 
     With focus, one message is selected (Up/Down, or a click): ``y`` copies
-    it, ``c`` its code block (``2c`` the second one…).
+    it, ``c`` its code block (``2c`` the second one…), ``C`` one chosen from a
+    list of its code blocks.
     """
 
     DEFAULT_CSS = """
@@ -291,6 +60,7 @@ class ChatView(VerticalScroll, can_focus=True):
         Binding("down,j", "select(1)", "Next", show=False),
         Binding("y", "copy_message", "Copy"),
         Binding("c", "copy_code", "Copy code"),
+        Binding("C", "choose_code", "Choose code block", show=False),
         Binding("tab,escape", "app.focus_composer", "Composer", show=False),
     ]
 
@@ -367,22 +137,45 @@ class ChatView(VerticalScroll, can_focus=True):
             return
         self.post_message(self.Copied(self.selected.message.content, "the message"))
 
-    def action_copy_code(self) -> None:
+    def _code_blocks(self) -> list[str]:
+        """The selected message's code blocks (the user is told when there are none)."""
         from ..copying import code_blocks
 
-        count, self._count = self._count, ""
         if self.selected is None:
-            return
+            return []
         blocks = code_blocks(self.selected.message.content)
         if not blocks:
             self.notify("This message has no code block.", markup=False, timeout=3)
+        return blocks
+
+    def _copy_block(self, blocks: list[str], n: int) -> None:
+        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
+        self.post_message(self.Copied(blocks[n - 1], what))
+
+    def action_copy_code(self) -> None:
+        count, self._count = self._count, ""
+        blocks = self._code_blocks()
+        if not blocks:
             return
         n = int(count) if count else 1
         if not 1 <= n <= len(blocks):
             self.notify(f"This message has {len(blocks)} code block(s).", markup=False, timeout=3)
             return
-        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
-        self.post_message(self.Copied(blocks[n - 1], what))
+        self._copy_block(blocks, n)
+
+    def action_choose_code(self) -> None:
+        self._count = ""
+        blocks = self._code_blocks()
+        if len(blocks) == 1:
+            self._copy_block(blocks, 1)
+        elif blocks:
+            from ..screens.code_chooser import CodeChooser
+
+            def chosen(index: int | None) -> None:
+                if index is not None:
+                    self._copy_block(blocks, index + 1)
+
+            self.app.push_screen(CodeChooser(blocks), chosen)
 
     def on_click(self, event: events.Click) -> None:
         widget = event.widget
@@ -510,7 +303,13 @@ class ChatView(VerticalScroll, can_focus=True):
             return
         reply = StreamingReply(question)
         self._streams[question.id] = reply
-        later = [v for v in self._views.values() if v.message.seq > question.seq + 5]
+        # After the question and what already answers it (its notices), before the
+        # next turn.
+        later = [
+            v
+            for v in self._views.values()
+            if v.message.seq > question.seq and v.message.reply_to != question.id
+        ]
         before = min(later, key=lambda v: v.message.seq) if later else None
         await self.mount(reply, before=before)
         self.scroll_end(animate=False)
