@@ -9,8 +9,8 @@ import pytest
 
 from chat_tui.engine import Engine
 from chat_tui.events import ReplyStored
-from tests.helpers import wait_until
 from tests.fault_server import FaultServer
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -244,7 +244,7 @@ async def test_capital_c_offers_a_list_of_the_code_blocks(
     from chat_tui.tui.screens.code_chooser import CodeChooser
 
     await seed_history(tmp_path / "chat.db", [("how do I print?", REPLY)], title="code")
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)
         await pilot.press("tab")  # the reply, with two code blocks, is selected

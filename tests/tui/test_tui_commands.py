@@ -9,7 +9,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.commands import COMMANDS, key_text, palette_commands
 from chat_tui.tui.screens.chat import ChatScreen
 from tests.fault_server import FaultServer
-from tests.helpers import app_settings as make_settings, views, wait_until
+from tests.helpers import app_settings, views, wait_until
 
 
 def test_every_command_is_an_action_of_its_screen_or_the_app() -> None:
@@ -32,7 +32,7 @@ def _messages(app: ChatApp) -> list[str]:
 async def test_what_needs_a_conversation_is_greyed_and_says_why(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.engine is not None and app.drafts.loaded)
         assert app.current is None

@@ -175,11 +175,12 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
             await self.chat.show_conversation(None, [], has_older=False, welcome=welcome)
         else:
             if at_seq is None:
-                page = await store.messages_page(conversation.id, limit=PAGE_SIZE)
+                page = await store.page(conversation.id, limit=PAGE_SIZE)
             else:
-                page = await store.messages_around(conversation.id, at_seq, limit=PAGE_SIZE)
-            has_older = bool(page) and len(page) >= PAGE_SIZE // 2 and page[0].seq > 10
-            await self.chat.show_conversation(conversation.id, page, has_older=has_older)
+                page = await store.page_around(conversation.id, at_seq, limit=PAGE_SIZE)
+            await self.chat.show_conversation(
+                conversation.id, page.messages, has_older=page.has_older
+            )
             await self.chat.show_context_start(conversation.context_from_seq)
         self._show_endpoint()  # the status line: this conversation's endpoint and model
         composer = self.composer
@@ -228,10 +229,10 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         async with self._view_lock:
             if self.engine is None or event.chat_view.conversation_id is None:
                 return
-            page = await self.engine.store.messages_page(
+            page = await self.engine.store.page(
                 event.chat_view.conversation_id, before_seq=event.before_seq, limit=PAGE_SIZE
             )
-            await event.chat_view.prepend_older(page, has_older=len(page) == PAGE_SIZE)
+            await event.chat_view.prepend_older(page.messages, has_older=page.has_older)
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -420,10 +420,6 @@ class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
     def view_for(self, message_id: int) -> MessageView | None:
         return self._views.get(message_id)
 
-    @property
-    def shown_ids(self) -> list[int]:
-        return [v.message.id for v in self.query(MessageView)]
-
     def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
         # Links in replies are untrusted: never open them; show where they go.
         event.stop()

@@ -10,8 +10,7 @@ from pathlib import Path
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import ChatView
 from tests.fault_server import FaultServer
-from tests.test_tui import make_settings, views, wait_until
-from tests.test_tui_features import seed_history
+from tests.helpers import app_settings, seed_history, views, wait_until
 
 HIT = 5  # an early message: far from both ends of the page mounted around it
 
@@ -32,7 +31,7 @@ async def test_search_lands_on_the_hit_among_tall_messages(
     pairs = [(f"question {i}", tall_answer(i)) for i in range(60)]
     await seed_history(tmp_path / "chat.db", pairs, title="tall messages")
     await seed_history(tmp_path / "chat.db", [("other", "short")], title="newest")
-    app = ChatApp(make_settings(server, tmp_path))
+    app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: len(views(app)) == 2)  # the newest conversation
         await pilot.press("ctrl+f", *"needlepoint")
