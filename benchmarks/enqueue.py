@@ -1,11 +1,11 @@
 """Submit → durable commit latency, and the UI's responsiveness while the queue works.
 
-1. ``Outbox.submit`` (one ``BEGIN IMMEDIATE`` transaction: user message +
+1. ``Sender.submit`` (one ``BEGIN IMMEDIATE`` transaction: user message +
    outbox entry, dedup check, ``synchronous=FULL``) timed 1,000 times on the
    real temp filesystem, into ten ordinary conversations and into one long
    conversation (10,000 messages: the dedup check reads that conversation).
    Target: p99 ≤ 15 ms.
-2. The real ``ChatApp`` runs headless while its own engine flushes 300 queued
+2. The real ``ChatApp`` runs headless while its own core flushes 300 queued
    messages (ten conversations, one of them open, so replies stream into the
    chat view) to the fault server in its own process. The app starts offline
    and settles; then the server starts and the app is told to retry now (as
@@ -53,9 +53,9 @@ def _filesystem(path: str) -> str:
 
 
 async def _submit_latencies(settings, targets: list[int], n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
 
-    engine = await Engine.open(settings)  # not started: submit only commits and wakes
+    core = await Core.open(settings)  # not started: submit only commits and wakes
     rng = random.Random(3)
     out = []
     try:
@@ -63,10 +63,10 @@ async def _submit_latencies(settings, targets: list[int], n: int) -> list[float]
             text = f"question {i}: " + " ".join(rng.choice("abcdefgh") * 5 for _ in range(20))
             cid = targets[i % len(targets)]
             t = time.perf_counter()
-            await engine.outbox.submit(cid, text)
+            await core.sender.submit(cid, text)
             out.append((time.perf_counter() - t) * 1000)
     finally:
-        await engine.close()
+        await core.close()
     return out
 
 
@@ -123,15 +123,15 @@ async def _stall_during_flush(settings, port: int, total: int) -> tuple[list[flo
 
             task = asyncio.create_task(probe())
             started = time.perf_counter()
-            assert app.engine is not None
-            app.engine.reachability.probe_now()  # what Ctrl+R does: no wait for the schedule
+            assert app.core is not None
+            app.core.reachability.probe_now()  # what Ctrl+R does: no wait for the schedule
             deadline = started + 120
-            while app.engine.outbox.delivered < total and time.perf_counter() < deadline:
+            while app.core.sender.delivered < total and time.perf_counter() < deadline:
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             stop = True
             await task
-            delivered = app.engine.outbox.delivered
+            delivered = app.core.sender.delivered
         finally:
             server.terminate()
             await server.wait()

@@ -4,7 +4,7 @@
 The conversation's endpoint is a loopback port nobody listens on; the
 fallback is a real ``llama-server`` (built and cached by
 ``scripts/prepare_llama.py``). Each run submits a fresh question through the
-engine (the durable enqueue included) and asks for the answer the TUI asks
+core (the durable enqueue included) and asks for the answer the TUI asks
 for on submit (history first, then the fallback); the clock stops at the
 first ``LocalAnswerDelta`` event, which is what the TUI paints. Beside it,
 the model's own time to first token: the same kind of streamed request
@@ -34,7 +34,7 @@ QUESTIONS = [
 
 async def _fallback_runs(base_url: str, tmp, runs: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
     from chat_tui.config import EndpointConfig
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
     from chat_tui.events import LocalAnswerDelta
 
     settings = make_settings(
@@ -51,28 +51,28 @@ async def _fallback_runs(base_url: str, tmp, runs: int) -> tuple[list[float], li
 
     times: list[float] = []
     floor: list[float] = []
-    engine = await Engine.open(settings, listener=listener)
+    core = await Core.open(settings, listener=listener)
     try:
-        engine.start_watching()
-        engine.start_delivery()
-        local = engine.links.get("local").reachability
+        core.start_watching()
+        core.start_delivery()
+        local = core.links.get("local").reachability
         deadline = time.monotonic() + 30
-        while not local.online or engine.reachability.state == "unknown":
+        while not local.online or core.reachability.state == "unknown":
             if time.monotonic() > deadline:
                 raise RuntimeError("the fallback or the primary's state never settled")
             await asyncio.sleep(0.05)
         for i in range(runs):
             text = QUESTIONS[i % len(QUESTIONS)] + f" ({i})"
             start = time.perf_counter()
-            result = await engine.outbox.submit(None, text)
-            task = asyncio.ensure_future(engine.answer_while_offline(result.message))
+            result = await core.sender.submit(None, text)
+            task = asyncio.ensure_future(core.answer_while_offline(result.message))
             while result.message.id not in first and not task.done():
                 await asyncio.sleep(0.002)
             if result.message.id in first:
                 times.append(first[result.message.id] - start)
             else:
                 times.append(float("inf"))
-            engine.stop_fallback(result.message.id)  # the first token is what we time
+            core.stop_fallback(result.message.id)  # the first token is what we time
             await task
             # llama-server has one slot: let it notice the closed stream and go
             # idle, then measure its own first token under the same load.
@@ -80,7 +80,7 @@ async def _fallback_runs(base_url: str, tmp, runs: int) -> tuple[list[float], li
             floor.extend(await _model_ttft(base_url, 1, offset=i))
             await asyncio.sleep(IDLE_GAP)
     finally:
-        await engine.close()
+        await core.close()
     return times, floor
 
 
@@ -88,7 +88,7 @@ async def _loopback_runs(tmp, runs: int) -> list[float]:  # type: ignore[no-unty
     """The same path with an instant loopback server as the fallback: what chat-tui
     itself adds (enqueue, history lookup, request building, stream parsing)."""
     from chat_tui.config import EndpointConfig
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
     from chat_tui.events import LocalAnswerDelta
     from tests.fault_server import FaultServer
 
@@ -107,20 +107,20 @@ async def _loopback_runs(tmp, runs: int) -> list[float]:  # type: ignore[no-unty
     )
     times: list[float] = []
     try:
-        async with await Engine.open(settings, listener=listener) as engine:
-            engine.start_watching()
-            engine.start_delivery()
+        async with await Core.open(settings, listener=listener) as core:
+            core.start_watching()
+            core.start_delivery()
             deadline = time.monotonic() + 30
-            while not engine.links.get("local").reachability.online or (
-                engine.reachability.state == "unknown"
+            while not core.links.get("local").reachability.online or (
+                core.reachability.state == "unknown"
             ):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the loopback fallback never came online")
                 await asyncio.sleep(0.05)
             for i in range(runs):
                 start = time.perf_counter()
-                result = await engine.outbox.submit(None, f"{QUESTIONS[i % len(QUESTIONS)]} {i}")
-                await engine.answer_while_offline(result.message)
+                result = await core.sender.submit(None, f"{QUESTIONS[i % len(QUESTIONS)]} {i}")
+                await core.answer_while_offline(result.message)
                 times.append(first.get(result.message.id, float("inf")) - start)
     finally:
         server.stop()

@@ -1,8 +1,8 @@
 """Flush 1,000 queued messages over 20 conversations (target: ≥ 200 messages/s).
 
 The queue is written straight into a fresh database (the store's schema and
-seq scheme, one outbox entry per message, all due). Then the real engine
-starts as ``chat-tui sync --until-empty`` runs it: ``Engine.start_watching()``
+seq scheme, one outbox entry per message, all due). Then the real core
+starts as ``chat-tui sync --until-empty`` runs it: ``Core.start_watching()``
 and ``outbox.run(until_empty=True)``, against the fault server answering at
 once (streaming, its default) in its own process on loopback. The clock runs
 from ``start_watching()`` (the first probe included) to ``run()`` returning,
@@ -78,19 +78,19 @@ async def _queue_queries(settings) -> dict[str, float]:  # type: ignore[no-untyp
 
 
 async def _flush(settings) -> tuple[float, float, int, int]:  # type: ignore[no-untyped-def]
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
 
-    engine = await Engine.open(settings)
+    core = await Core.open(settings)
     try:
         started, cpu = time.perf_counter(), time.process_time()
-        engine.start_watching()
-        await asyncio.wait_for(engine.outbox.run(until_empty=True), timeout=300)
+        core.start_watching()
+        await asyncio.wait_for(core.sender.run(until_empty=True), timeout=300)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
-        counts = await engine.store.counts()
-        return elapsed, cpu, engine.outbox.delivered, counts["delivered"]
+        counts = await core.store.counts()
+        return elapsed, cpu, core.sender.delivered, counts["delivered"]
     finally:
-        await engine.close()
+        await core.close()
 
 
 def _one(  # type: ignore[no-untyped-def]

@@ -153,8 +153,8 @@ async def _measure(settings, cid: int, reply: str, server: subprocess.Popen) -> 
             await pilot.pause(0.05)
         while (app.reach is None or app.reach.state != "online") and time.monotonic() < deadline:
             await pilot.pause(0.05)
-        assert app.engine is not None
-        listener = app.engine._listener
+        assert app.core is not None
+        listener = app.core._listener
 
         def noting(event) -> None:  # type: ignore[no-untyped-def]
             if isinstance(event, ReplyDelta) and "wall" not in first_chunk:
@@ -163,7 +163,7 @@ async def _measure(settings, cid: int, reply: str, server: subprocess.Popen) -> 
                 streaming.set()
             listener(event)
 
-        app.engine._listener = noting  # note the first chunk, then pass it on
+        app.core._listener = noting  # note the first chunk, then pass it on
         tick = asyncio.create_task(ticker())
         await pilot.press(*"write it all down", "enter")
         limit = time.monotonic() + len(reply) / 4 / RATE + 60

@@ -60,7 +60,7 @@ async def _until(predicate, timeout: float, step: float = 0.05) -> float:  # typ
 
 
 class _Run:
-    """One engine, as the TUI runs it, with its events."""
+    """One core, as the TUI runs it, with its events."""
 
     def __init__(self, settings, *, deliver: bool = True) -> None:  # type: ignore[no-untyped-def]
         self.settings = settings
@@ -68,19 +68,19 @@ class _Run:
         self.events: list[Any] = []
 
     async def __aenter__(self):  # type: ignore[no-untyped-def]
-        from chat_tui.engine import Engine
+        from chat_tui.core import Core
 
-        self.engine = await Engine.open(self.settings, listener=self.events.append)
-        self.engine.start_watching()
+        self.core = await Core.open(self.settings, listener=self.events.append)
+        self.core.start_watching()
         if self.deliver:
             self.start()
         return self
 
     def start(self) -> None:
-        self.sender = self.engine.start_delivery()
+        self.sender = self.core.start_delivery()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.engine.close()
+        await self.core.close()
 
     def has(self, kind: str, message_id: int | None = None) -> bool:
         return any(
@@ -95,7 +95,7 @@ class _Run:
         )
 
     async def state(self, message_id: int) -> str:
-        message = await self.engine.store.get_message(message_id)
+        message = await self.core.store.get_message(message_id)
         return message.state if message else "?"
 
 
@@ -103,12 +103,12 @@ async def _silent_drop(lab, tmp: Path) -> tuple[float, float]:  # type: ignore[n
     from tests.fault_server import Fault
 
     async with _Run(_settings(lab.base_url, tmp)) as run:
-        await run.engine.reachability.wait_online(10)
+        await run.core.reachability.wait_online(10)
         lab.push(Fault("slow", seconds=1.0))
-        sent = (await run.engine.outbox.submit(None, "tunnel")).message.id
+        sent = (await run.core.sender.submit(None, "tunnel")).message.id
         await _until(lambda: run.has("ReplyDelta", sent), 15)
         lab.drop()
-        offline = await _until(lambda: run.engine.reachability.state == "offline", 60)
+        offline = await _until(lambda: run.core.reachability.state == "offline", 60)
         await _until(lambda: run.has("ReplyAborted", sent), 60)
         lab.heal()
         stored = await _until(lambda: run.has("ReplyStored", sent), 60)
@@ -120,9 +120,9 @@ async def _stale(lab, tmp: Path) -> tuple[float, str]:  # type: ignore[no-untype
     from tests.fault_server import Fault
 
     async with _Run(_settings(lab.base_url, tmp)) as run:
-        await run.engine.reachability.wait_online(10)
+        await run.core.reachability.wait_online(10)
         lab.push(Fault("slow", seconds=1.0))
-        sent = (await run.engine.outbox.submit(None, "stale")).message.id
+        sent = (await run.core.sender.submit(None, "stale")).message.id
         await _until(lambda: run.has("ReplyDelta", sent), 15)
         lab.kill_established()
         given_up = await _until(lambda: run.has("ReplyAborted", sent), 150)
@@ -134,11 +134,11 @@ async def _stale(lab, tmp: Path) -> tuple[float, str]:  # type: ignore[no-untype
 
 async def _dead_pool(lab, tmp: Path) -> float:  # type: ignore[no-untyped-def]
     async with _Run(_settings(lab.base_url, tmp)) as run:
-        await run.engine.reachability.wait_online(10)
-        first = (await run.engine.outbox.submit(None, "one")).message
+        await run.core.reachability.wait_online(10)
+        first = (await run.core.sender.submit(None, "one")).message
         await _until(lambda: run.has("ReplyStored", first.id), 15)
         lab.drop()
-        second = (await run.engine.outbox.submit(first.conversation_id, "two")).message.id
+        second = (await run.core.sender.submit(first.conversation_id, "two")).message.id
         given_up = await _until(lambda: run.has("ReplyAborted", second), 150)
         lab.heal()
         await _until(lambda: run.has("ReplyStored", second), 60)
@@ -149,9 +149,9 @@ async def _first_token(lab, tmp: Path, silence: float) -> tuple[bool, float]:  #
     from tests.fault_server import Fault
 
     async with _Run(_settings(lab.base_url, tmp)) as run:
-        await run.engine.reachability.wait_online(10)
+        await run.core.reachability.wait_online(10)
         lab.push(Fault("think", seconds=silence))
-        sent = (await run.engine.outbox.submit(None, "think")).message.id
+        sent = (await run.core.sender.submit(None, "think")).message.id
         took = await _until(lambda: run.has("ReplyStored", sent), silence + 60)
         return not run.has("ReplyAborted"), took
 
@@ -159,7 +159,7 @@ async def _first_token(lab, tmp: Path, silence: float) -> tuple[bool, float]:  #
 async def _offline_rate(base_url: str, tmp: Path, seconds: float, count) -> float:  # type: ignore[no-untyped-def]
     async with _Run(_settings(base_url, tmp)) as run:
         await asyncio.sleep(seconds)
-        assert run.engine.reachability.state == "offline"
+        assert run.core.reachability.state == "offline"
     return count() / seconds
 
 
@@ -167,8 +167,8 @@ async def _locked(base_url: str, tmp: Path, hold: float) -> tuple[float, bool, s
     from tests.netlab import hold_exclusive
 
     async with _Run(_settings(base_url, tmp), deliver=False) as run:
-        await run.engine.reachability.wait_online(10)
-        message = (await run.engine.outbox.submit(None, "behind a lock")).message
+        await run.core.reachability.wait_online(10)
+        message = (await run.core.sender.submit(None, "behind a lock")).message
         holder = hold_exclusive(run.settings.db_path, hold)
         run.start()  # its first claim waits busy_timeout (10 s), then fails, and so on
         await asyncio.to_thread(holder.join, hold + 10)
@@ -183,10 +183,10 @@ async def _disk_full(base_url: str, tmp: Path) -> tuple[float, bool, str]:
     with small_disk(tmp / "disk") as disk:
         settings = _settings(base_url, tmp).replace(data_dir=disk / "data")
         async with _Run(settings, deliver=False) as run:
-            await run.engine.reachability.wait_online(10)
-            message = (await run.engine.outbox.submit(None, "on a full disk")).message
-            async with run.engine.store._lock:  # fold the WAL: new writes need new pages
-                await run.engine.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await run.core.reachability.wait_online(10)
+            message = (await run.core.sender.submit(None, "on a full disk")).message
+            async with run.core.store._lock:  # fold the WAL: new writes need new pages
+                await run.core.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = fill(disk)
             run.start()
             await _until(lambda: run.has("DeliveryProblem"), 60)

@@ -11,9 +11,9 @@ messages, ``max_tokens``, ``stream_options``) is sent, in turns, by:
   includes its own start-up, a few ms: the comparison is generous to curl's
   side only by that);
 * raw ``httpx`` in this process — the floor for any Python client;
-* chat-tui — ``Outbox.submit`` (the durable commit, ``synchronous=FULL``), the
+* chat-tui — ``Sender.submit`` (the durable commit, ``synchronous=FULL``), the
   claim, the context fit, the request, until the first reply text reaches the
-  listener, with the engine already open as in the TUI.
+  listener, with the core already open as in the TUI.
 
 Each send is a new conversation with the same text, so the server's prompt
 cache treats all three alike. The figure is the difference of the medians.
@@ -89,7 +89,7 @@ async def _httpx_once(client, url: str) -> float:  # type: ignore[no-untyped-def
 async def _measure(base_url: str, tmp: Path, rounds: int) -> dict[str, list[float]]:
     import httpx
 
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
     from chat_tui.events import ReplyDelta
 
     settings = make_settings(
@@ -105,20 +105,20 @@ async def _measure(base_url: str, tmp: Path, rounds: int) -> dict[str, list[floa
     out: dict[str, list[float]] = {"curl": [], "httpx": [], "chat-tui": []}
     async with (
         httpx.AsyncClient(timeout=120) as client,
-        await Engine.open(settings, listener=listener) as engine,
+        await Core.open(settings, listener=listener) as core,
     ):
-        engine.start_watching()
-        await engine.reachability.wait_online(30)
-        sender = asyncio.create_task(engine.outbox.run())
+        core.start_watching()
+        await core.reachability.wait_online(30)
+        sender = asyncio.create_task(core.sender.run())
         try:
             for n in range(rounds + 1):  # round 0 warms everything up and is not counted
                 curl = await asyncio.to_thread(_curl_once, url)
                 raw = await _httpx_once(client, url)
                 first_delta = asyncio.get_running_loop().create_future()
                 started = time.perf_counter()
-                sent = await engine.outbox.submit(None, PROMPT)
+                sent = await core.sender.submit(None, PROMPT)
                 ours = (await asyncio.wait_for(first_delta, 120) - started) * 1000
-                while (await engine.store.get_message(sent.message.id)).state != "delivered":
+                while (await core.store.get_message(sent.message.id)).state != "delivered":
                     await asyncio.sleep(0.02)
                 if n:
                     out["curl"].append(curl)

@@ -2,7 +2,7 @@
 
 Five messages wait in three conversations while the endpoint is down (a
 loopback port nobody listens on, so connections are refused at once). The
-real engine runs with default settings (probe schedule 1 s → 15 s cap) and
+real core runs with default settings (probe schedule 1 s → 15 s cap) and
 sees the outage for ``OUTAGE`` seconds. Then the fault server starts on that
 very port, and we time from its ``start()`` to the first ``ReplyStored``
 event (and to the last of the five). Median over several runs.
@@ -32,13 +32,13 @@ from ._common import (
 )
 
 TARGET_S = 2.0
-OUTAGE = 3.0  # seconds the engine sees the endpoint down, short outage
+OUTAGE = 3.0  # seconds the core sees the endpoint down, short outage
 LONG_OUTAGE = 20.0
 
 
 async def _outage_then_back(settings, server, outage: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    from chat_tui.engine import Engine
-    from chat_tui.outbox import ReplyStored
+    from chat_tui.core import Core
+    from chat_tui.events import ReplyStored
 
     stored: list[float] = []
 
@@ -46,20 +46,20 @@ async def _outage_then_back(settings, server, outage: float) -> tuple[float, flo
         if isinstance(event, ReplyStored):
             stored.append(time.perf_counter())
 
-    engine = await Engine.open(settings, listener=listener)
+    core = await Core.open(settings, listener=listener)
     try:
-        engine.start_watching()
-        engine.start_delivery()
+        core.start_watching()
+        core.start_delivery()
         await asyncio.sleep(outage)
-        if stored or engine.reachability.state != "offline":
-            raise RuntimeError(f"expected offline, got {engine.reachability.state}")
+        if stored or core.reachability.state != "offline":
+            raise RuntimeError(f"expected offline, got {core.reachability.state}")
         back = time.perf_counter()
         server.start()  # same port: the endpoint is back
         deadline = back + 60
         while len(stored) < 5 and time.perf_counter() < deadline:
             await asyncio.sleep(0.005)
     finally:
-        await engine.close()
+        await core.close()
         server.stop()
     if not stored:
         return float("inf"), float("inf")

@@ -1,6 +1,6 @@
-"""What the engine tells its listeners: small, immutable, and cheap to import.
+"""What the core tells its listeners: small, immutable, and cheap to import.
 
-The TUI imports these before its first frame; the engine itself (httpx and
+The TUI imports these before its first frame; the core itself (httpx and
 all) is imported only afterwards. So this module must not import the
 endpoint client.
 """
@@ -95,7 +95,7 @@ class LocalAnswerEnded:
     error: str | None = None
 
 
-OutboxEvent = (
+SenderEvent = (
     MessageChanged
     | ReplyStarted
     | ReplyDelta
@@ -107,7 +107,7 @@ OutboxEvent = (
     | LocalAnswerEnded
     | DeliveryProblem
 )
-Listener = Callable[[OutboxEvent], None]
+Listener = Callable[[SenderEvent], None]
 
 
 class Broadcast:
@@ -123,7 +123,7 @@ class Broadcast:
     def subscribe(self, listener: Listener) -> None:
         self._subscribers.append(listener)
 
-    def __call__(self, event: OutboxEvent) -> None:
+    def __call__(self, event: SenderEvent) -> None:
         for listener in self._subscribers:
             listener(event)
 

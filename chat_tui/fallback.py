@@ -21,10 +21,10 @@ from .events import (
     LocalAnswerEnded,
     LocalAnswerStarted,
     MessageChanged,
-    OutboxEvent,
+    SenderEvent,
 )
 from .links import Links, endpoint_name
-from .sender import Outbox
+from .sender import Sender
 from .store import Claim, Message, Store
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ class Fallback:
         settings: Settings,
         store: Store,
         links: Links,
-        outbox: Outbox,
-        tell: Callable[[OutboxEvent], None],
+        sender: Sender,
+        tell: Callable[[SenderEvent], None],
     ) -> None:
         self.settings = settings
         self.store = store
         self.links = links
-        self.outbox = outbox
+        self.sender = sender
         self._tell = tell
         self._stops: dict[int, asyncio.Future[None]] = {}  # question id → stop asked
 
@@ -77,7 +77,7 @@ class Fallback:
             self._tell(LocalAnswerDelta(question, text))
 
         request = asyncio.ensure_future(
-            self.outbox.ask(
+            self.sender.ask(
                 claim,
                 fallback,
                 model,

@@ -970,7 +970,7 @@ def commit_failures(data_dir: Path) -> dict[int, str]:
     """Messages whose reply a live sender received but did not store (from chat-tui.log)."""
     found: dict[int, str] = {}
     pattern = re.compile(
-        r"(\w+\[\d+\]) chat_tui\.outbox: (?:delivery of message (\d+) not "
+        r"(\w+\[\d+\]) chat_tui\.sender: (?:delivery of message (\d+) not "
         r"recorded: (.*)|message (\d+) was taken over by another sender.*)$"
     )
     for path in sorted(data_dir.glob("chat-tui.log*")):

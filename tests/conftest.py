@@ -1,7 +1,7 @@
 """Fixtures several test folders use: a real loopback fault server, fast settings for an
-engine on it, and an environment for running the real CLI in a subprocess.
+core on it, and an environment for running the real CLI in a subprocess.
 
-The layout: ``unit/`` (one module, no server), ``engine/`` (the headless core against
+The layout: ``unit/`` (one module, no server), ``core/`` (the headless core against
 the loopback server, other processes and the real llama.cpp server), ``tui/`` (the app
 through Pilot, snapshots), ``cli/`` (the real program as a process: its verbs, in a pty,
 in hostile environments). Each folder's conftest.py holds the fixtures only it needs;
@@ -42,7 +42,7 @@ def server(fault_server: FaultServer) -> FaultServer:
 
 @pytest.fixture
 def settings(tmp_path: Path, fault_server: FaultServer) -> Settings:
-    """Fast settings (``make_settings``) for an engine on the loopback server."""
+    """Fast settings (``make_settings``) for an core on the loopback server."""
     return make_settings(fault_server.base_url, tmp_path)
 
 

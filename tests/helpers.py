@@ -69,7 +69,7 @@ def fast_config(**extra: object) -> str:
 
 
 def make_settings(base_url: str, tmp: Path, **overrides: Any) -> Settings:
-    """Settings for an engine in the test process: the fast timings, no API key, the
+    """Settings for an core in the test process: the fast timings, no API key, the
     data under ``tmp/data`` and a config file (absent unless written) under ``tmp/config``."""
     values: dict[str, Any] = {
         "base_url": base_url,

@@ -18,7 +18,7 @@ Rust", "2+2" / "2+3") must not.
   fresh by listening for stored replies, and stores a match as a notice.
 
 The matching modules import rapidfuzz, which takes time to load: their names are
-imported here on first use, so the engine (which makes the service) does not
+imported here on first use, so the core (which makes the service) does not
 pay for it at start-up.
 """
 

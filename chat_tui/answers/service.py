@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..events import OutboxEvent, ReplyStored
+from ..events import ReplyStored, SenderEvent
 from ..store import Message, PastQuestion, Store
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class OfflineAnswers:
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
-    def hear(self, event: OutboxEvent) -> None:
+    def hear(self, event: SenderEvent) -> None:
         """A listener of the sender's events: index each newly answered question."""
         if isinstance(event, ReplyStored) and self._index is not None:
             task = asyncio.get_running_loop().create_task(self._add(event))

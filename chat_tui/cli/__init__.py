@@ -1,13 +1,13 @@
 """Command-line entry point: the chat window by default, plus scriptable verbs.
 
-Imports stay light here: the TUI (textual) and the engine (httpx, aiosqlite)
+Imports stay light here: the TUI (textual) and the core (httpx, aiosqlite)
 are imported only when a verb needs them (``table.run_verb`` opens them), so
 `chat-tui --help` and the path to the TUI's first frame do not pay for what
 they do not use.
 
 - ``parser``: the flags shared by every verb (defined once) and the parser;
 - ``table``: how a verb is declared, exit codes, and the one place that opens
-  what a verb needs (settings, store or engine) and closes it;
+  what a verb needs (settings, store or core) and closes it;
 - ``messages`` (send, sync, status, retry, cancel), ``browse`` (list, show,
   search, export, import), ``turns`` (models, regenerate, edit, version),
   ``program`` (the chat window, paths): the verbs;

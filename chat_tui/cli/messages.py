@@ -1,6 +1,6 @@
 """Verbs that send and settle messages: send, sync, status, retry, cancel.
 
-Sending goes through the one outbox (``engine.outbox``), as in the chat window.
+Sending goes through the one outbox (``core.sender``), as in the chat window.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .table import (
 )
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..core import Core
     from ..store import Message, Store
 
 VERBS = VerbTable()
@@ -56,7 +56,7 @@ def _read_text(args: argparse.Namespace, settings: Settings) -> None:
 
 @VERBS.verb(
     "send",
-    needs="engine",
+    needs="core",
     help="queue a message",
     description="Queue a message for delivery (durably, before returning).",
     arguments=(
@@ -93,17 +93,17 @@ def _read_text(args: argparse.Namespace, settings: Settings) -> None:
     ),
     check=_read_text,
 )
-async def send(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+async def send(args: argparse.Namespace, settings: Settings, core: Core) -> int:
     conversation_id = None if args.new else args.conversation
     if conversation_id is None and not args.new:
-        recent = await engine.store.list_conversations(limit=1)
+        recent = await core.store.list_conversations(limit=1)
         conversation_id = recent[0].id if recent else None
     if args.endpoint and conversation_id is not None:
-        await engine.store.set_endpoint(conversation_id, args.endpoint)
-    result = await engine.outbox.submit(conversation_id, args.message, endpoint=args.endpoint)
+        await core.store.set_endpoint(conversation_id, args.endpoint)
+    result = await core.sender.submit(conversation_id, args.message, endpoint=args.endpoint)
     message = result.message
     if args.wait:
-        return await _wait_for_reply(engine, message.id, args)
+        return await _wait_for_reply(core, message.id, args)
     if args.json:
         out_json(message_ref(message) | {"duplicate": result.duplicate})
     elif result.duplicate:
@@ -116,30 +116,30 @@ async def send(args: argparse.Namespace, settings: Settings, engine: Engine) -> 
     return EXIT_OK
 
 
-async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namespace) -> int:
+async def _wait_for_reply(core: Core, message_id: int, args: argparse.Namespace) -> int:
     """`send --wait`: deliver, then print the reply. Exit 0, 4 failed, 3 timed out, 5 offline."""
     from ..sanitize import sanitize
 
-    engine.start_watching()
-    engine.start_delivery()
+    core.start_watching()
+    core.start_delivery()
     deadline = time.monotonic() + args.timeout if args.timeout else None
     offline_shown = False
-    first = await engine.store.get_message(message_id)
+    first = await core.store.get_message(message_id)
     assert first is not None
     # The conversation's own endpoint decides "offline"; the fallback (if any)
     # must have been probed once before it can answer.
-    link = engine.link_for(await engine.store.get_conversation(first.conversation_id))
-    reach = link.reachability if link is not None else engine.reachability
-    fallback = engine.links.get(engine.settings.fallback) if engine.settings.fallback else None
+    link = core.link_for(await core.store.get_conversation(first.conversation_id))
+    reach = link.reachability if link is not None else core.reachability
+    fallback = core.links.get(core.settings.fallback) if core.settings.fallback else None
     while True:
-        message = await engine.store.get_message(message_id)
+        message = await core.store.get_message(message_id)
         assert message is not None
         if message.state in ("delivered", "failed", "expired", "cancelled"):
             break
         ready = fallback is None or fallback.reachability.state != "unknown"
         if not reach.online and reach.state != "unknown" and ready and not offline_shown:
             offline_shown = True
-            notice = await engine.answer_while_offline(message)
+            notice = await core.answer_while_offline(message)
             if notice is not None and not args.json:
                 print(
                     f"[{sanitize(str(notice.meta.get('label')))}]\n{sanitize(notice.content)}\n",
@@ -153,7 +153,7 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
         await asyncio.sleep(0.05)
     reply = None
     if message.state == "delivered":
-        page = await engine.store.messages_around(message.conversation_id, message.seq, limit=8)
+        page = await core.store.messages_around(message.conversation_id, message.seq, limit=8)
         reply = next((m for m in page if m.role == "assistant" and m.reply_to == message.id), None)
     if args.json:
         out_json(
@@ -170,15 +170,15 @@ async def _wait_for_reply(engine: Engine, message_id: int, args: argparse.Namesp
     return EXIT_OK if message.state == "delivered" else EXIT_FAILED
 
 
-async def _wait_first_probe(engine: Engine, timeout: float) -> None:
-    await engine.watch_pending_endpoints()  # every endpoint something waits for is probed
-    engine.start_watching()
+async def _wait_first_probe(core: Core, timeout: float) -> None:
+    await core.watch_pending_endpoints()  # every endpoint something waits for is probed
+    core.start_watching()
     deadline = time.monotonic() + timeout
-    links = engine.links.all()
+    links = core.links.all()
     while (
         any(link.reachability.state == "unknown" for link in links) and time.monotonic() < deadline
     ):
-        await engine.links.wait_change(timeout=deadline - time.monotonic())
+        await core.links.wait_change(timeout=deadline - time.monotonic())
 
 
 def _sync_mode(args: argparse.Namespace, settings: Settings) -> int | None:
@@ -196,7 +196,7 @@ def _sync_mode(args: argparse.Namespace, settings: Settings) -> int | None:
 
 @VERBS.verb(
     "sync",
-    needs="engine",
+    needs="core",
     help="deliver queued messages",
     description="Deliver queued messages without the chat window.",
     arguments=(
@@ -224,53 +224,53 @@ def _sync_mode(args: argparse.Namespace, settings: Settings) -> int | None:
     ),
     check=_sync_mode,
 )
-async def sync(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+async def sync(args: argparse.Namespace, settings: Settings, core: Core) -> int:
     from ..store import StoreReplaced
 
-    await _wait_first_probe(engine, settings.connect_timeout + 1)
+    await _wait_first_probe(core, settings.connect_timeout + 1)
     if args.once:
-        if not engine.links.any_online:
-            print(f"chat-tui: {engine.reachability.current.describe()}", file=sys.stderr)
+        if not core.links.any_online:
+            print(f"chat-tui: {core.reachability.current.describe()}", file=sys.stderr)
             return EXIT_OFFLINE
-        delivered = await engine.outbox.deliver_available()
-        out(f"delivered {delivered}; {await engine.store.pending_count()} still queued")
+        delivered = await core.sender.deliver_available()
+        out(f"delivered {delivered}; {await core.store.pending_count()} still queued")
         return EXIT_OK
     try:
-        await asyncio.wait_for(engine.run_delivery(until_empty=args.until_empty), args.timeout)
+        await asyncio.wait_for(core.run_delivery(until_empty=args.until_empty), args.timeout)
     except StoreReplaced as exc:
-        saved = await engine.rescue_unsent()
+        saved = await core.rescue_unsent()
         where = f"; {len(saved)} unsent message(s) kept in {saved[0].parent}" if saved else ""
         print(f"chat-tui: {exc}; delivery stopped{where}", file=sys.stderr)
         return EXIT_ERROR
     except TimeoutError:
-        left = await engine.store.pending_count()
+        left = await core.store.pending_count()
         print(f"chat-tui: timed out with {left} still queued", file=sys.stderr)
         return EXIT_TIMEOUT
-    out(f"delivered {engine.outbox.delivered}; {await engine.store.pending_count()} still queued")
+    out(f"delivered {core.sender.delivered}; {await core.store.pending_count()} still queued")
     return EXIT_OK
 
 
 @VERBS.verb(
     "status",
-    needs="engine",
+    needs="core",
     help="reachability and the queue",
     description="Show whether the endpoint answers and what is queued.",
     arguments=(json_flag("print the state, counts and items as JSON"),),
 )
-async def status(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+async def status(args: argparse.Namespace, settings: Settings, core: Core) -> int:
     from ..sanitize import sanitize
 
-    await _wait_first_probe(engine, min(settings.connect_timeout, 3.0) + 1)
-    reach = engine.reachability.current
-    counts = await engine.store.counts()
-    items = await engine.store.queue_items()
+    await _wait_first_probe(core, min(settings.connect_timeout, 3.0) + 1)
+    reach = core.reachability.current
+    counts = await core.store.counts()
+    items = await core.store.queue_items()
     if args.json:
         out_json(
             {
                 "endpoint": settings.base_url,
                 "model": settings.model,
                 "reachability": {"state": reach.state, "detail": reach.detail},
-                "endpoints": {link.name: link_status(link) for link in engine.links.all()},
+                "endpoints": {link.name: link_status(link) for link in core.links.all()},
                 "counts": counts,
                 "items": [item.as_json() for item in items],
             },
@@ -279,7 +279,7 @@ async def status(args: argparse.Namespace, settings: Settings, engine: Engine) -
         return EXIT_OK
     out(f"endpoint: {settings.base_url} ({settings.model})")
     out(f"state:    {reach.describe()}")
-    for link in engine.links.all()[1:]:
+    for link in core.links.all()[1:]:
         out(
             f"  {link.name}: {link.settings.base_url} ({link.model}) — "
             f"{link.reachability.current.describe()}"

@@ -1,7 +1,7 @@
 """The table of verbs, and the one place that opens what a verb needs.
 
 Each verb is declared once, with ``@VERBS.verb``: its name, help, arguments and what
-it needs opened (the settings only, the store, or the engine). ``run_verb``
+it needs opened (the settings only, the store, or the core). ``run_verb``
 opens that, runs the verb and closes it however the verb ends; the verbs
 themselves never open or close anything.
 
@@ -24,7 +24,7 @@ from ..config import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
 
-Needs = Literal["settings", "store", "engine"]
+Needs = Literal["settings", "store", "core"]
 
 
 class CliError(Exception):
@@ -94,7 +94,7 @@ class Verb:
     """A verb as declared: ``run`` is called with what ``needs`` names opened.
 
     needs "settings": ``run(args, settings) -> int``, called as it is;
-    needs "store" or "engine": ``async run(args, settings, store or engine) -> int``.
+    needs "store" or "core": ``async run(args, settings, store or core) -> int``.
     (A plain class, not a dataclass: this is on the start-up path of every command.)
     """
 
@@ -170,11 +170,11 @@ async def _with_opened(verb: Verb, args: argparse.Namespace, settings: Settings)
 
         async with opened(settings.db_path) as store:
             return await verb.run(args, settings, store)
-    from ..engine import Engine
+    from ..core import Core
 
-    engine = await Engine.open(settings)
-    async with engine:
-        return await verb.run(args, settings, engine)
+    core = await Core.open(settings)
+    async with core:
+        return await verb.run(args, settings, core)
 
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:

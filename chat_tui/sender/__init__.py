@@ -1,6 +1,6 @@
 """The sender: claims queued messages in order and delivers them, one path for all.
 
-* ``loop``: ``Outbox``, the user's side (submit, retry, cancel, stop) and the
+* ``loop``: ``Sender``, the user's side (submit, retry, cancel, stop) and the
   loop that claims and starts attempts;
 * ``attempt``: one delivery attempt: stream, store (keeping a reply in memory
   until the disk frees), a stopped reply, a failure settled by its class;
@@ -15,7 +15,7 @@ from .loop import (
     EXPIRY_SWEEP,
     IDLE_RECHECK,
     PENDING_ENDPOINTS_RECHECK,
-    Outbox,
+    Sender,
     SubmitResult,
     make_owner_id,
 )
@@ -41,7 +41,7 @@ __all__ = [
     "TROUBLE_CAP",
     "TROUBLE_FIRST",
     "USAGE_OPTION_KEY",
-    "Outbox",
+    "Sender",
     "SubmitResult",
     "describe_store_error",
     "make_owner_id",

@@ -23,12 +23,12 @@ from ..config import Settings
 from ..endpoint import AuthError, DeliveryError, PermanentError, TransientError, UnreachableError
 from ..events import (
     MessageChanged,
-    OutboxEvent,
     ReplyAborted,
     ReplyDelta,
     ReplyReasoning,
     ReplyStarted,
     ReplyStored,
+    SenderEvent,
 )
 from ..links import Links
 from ..store import Claim, Message, Store, StoreError, StoreReplaced
@@ -56,7 +56,7 @@ class Deliverer:
         links: Links,
         requester: Requester,
         *,
-        emit: Callable[[OutboxEvent], None],
+        emit: Callable[[SenderEvent], None],
         report_problem: Callable[[str, str | None], None],
         rng: random.Random,
     ) -> None:

@@ -4,7 +4,7 @@ There is no other path. The TUI, ``chat-tui send``/``sync`` and the tests all
 drive this class, online or not; offline is only a state in which claiming
 waits. See docs/architecture.md "One path for every message" for the contract.
 
-``Outbox`` takes the user's side (submit, retry, cancel, stop) and runs the
+``Sender`` takes the user's side (submit, retry, cancel, stop) and runs the
 loop that claims what is deliverable and starts one attempt per conversation
 (``attempt.Deliverer``), up to ``concurrency`` at a time. It does I/O and
 reports what happened through one ``listener`` callback with small event
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .. import context
 from ..config import Settings
 from ..endpoint import Endpoint, Reply
-from ..events import Listener, MessageChanged, OutboxEvent
+from ..events import Listener, MessageChanged, SenderEvent
 from ..links import Link, Links
 from ..reachability import Reachability
 from ..store import Claim, Message, Store, StoreError, StoreReplaced
@@ -58,7 +58,7 @@ def make_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Outbox:
+class Sender:
     def __init__(
         self,
         store: Store,
@@ -356,7 +356,7 @@ class Outbox:
         with contextlib.suppress(StoreError, asyncio.CancelledError):
             await asyncio.shield(release)
 
-    def _emit(self, event: OutboxEvent) -> None:
+    def _emit(self, event: SenderEvent) -> None:
         if self._listener is not None:
             try:
                 self._listener(event)

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..events import DeliveryProblem, OutboxEvent
+from ..events import DeliveryProblem, SenderEvent
 from ..store import StoreReplaced
 
 if TYPE_CHECKING:
-    from .loop import Outbox
+    from .loop import Sender
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Problems:
     """What keeps the sender from going on, by the part that has it; the listeners
     hear the latest one (None once every part is clear)."""
 
-    def __init__(self, emit: Callable[[OutboxEvent], None]) -> None:
+    def __init__(self, emit: Callable[[SenderEvent], None]) -> None:
         self._emit = emit
         self._by_where: dict[str, str] = {}  # where → what keeps the sender from going on
         self._shown: str | None = None  # what was last told to the listeners
@@ -56,23 +56,23 @@ class Problems:
         self._emit(DeliveryProblem(shown))
 
 
-async def supervise(outbox: Outbox, *, until_empty: bool = False) -> None:
+async def supervise(sender: Sender, *, until_empty: bool = False) -> None:
     """Run the sender's loop, restarting it (with a growing pause) if it ends with an error."""
     delay = RESTART_FIRST
     restarts = 0
     while True:
         try:
-            await outbox.run(until_empty=until_empty)
+            await sender.run(until_empty=until_empty)
             return
         except StoreReplaced:
             raise  # a restart would write to the same lost file
         except Exception as exc:
             restarts += 1
             log.exception("the sender stopped (restart %d in %.1f s)", restarts, delay)
-            outbox.report_problem(
+            sender.report_problem(
                 "supervisor",
                 f"the sender stopped ({type(exc).__name__}: {exc}); restarting",
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_CAP)
-            outbox.report_problem("supervisor", None)
+            sender.report_problem("supervisor", None)

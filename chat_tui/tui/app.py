@@ -1,6 +1,6 @@
-"""The Textual app: the delivery engine's life cycle.
+"""The Textual app: the core's life cycle (store, links, sender).
 
-The engine (store, endpoint, reachability, outbox) starts in ``on_mount``,
+The core (store, endpoint, reachability, outbox) starts in ``on_mount``,
 after the first frame, and is awaited closed in ``on_unmount``. It reports
 through listeners that only post messages to the chat screen
 (``screens/chat.py``), whose handlers are the only code that changes its
@@ -8,7 +8,7 @@ widgets. SIGHUP and SIGTERM (SSH dropped, terminal closed) end the app through
 the same clean path: draft saved, leases released, database closed, queued
 messages handed to a background sync. The app also watches for other
 processes' writes and for its database file being replaced, and applies the
-settings (a new endpoint or model reopens the engine).
+settings (a new endpoint or model reopens the core).
 """
 
 from __future__ import annotations
@@ -32,20 +32,20 @@ from ..events import ReachabilityState
 from ..store import Conversation, StoreError
 from .commands import BY_ACTION, app_bindings, palette_commands
 from .drafts import DraftKeeper
-from .messages import EngineRelay
+from .messages import CoreRelay
 from .screens.chat import ChatScreen, report_worker_failure
 from .settings_flow import SettingsFlow
 from .widgets.chat_view import ChatView
 from .widgets.composer import Composer
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..core import Core
 
 log = logging.getLogger(__name__)
 
 
 class ChatApp(SettingsFlow, App[int]):
-    """The engine's life cycle around the chat screen (the module's docstring). The
+    """The core's life cycle around the chat screen (the module's docstring). The
     screen's state that tests and scripts read (``current``, ``reach``, ``queued``,
     ``composer``…) is reachable through the app too."""
 
@@ -56,18 +56,18 @@ class ChatApp(SettingsFlow, App[int]):
     # priority key: it works over any dialog) and the palette.
     BINDINGS = app_bindings()
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, *, core: Core | None = None) -> None:
         super().__init__()
         self.settings = settings
-        self._engine: Engine | None = engine
+        self._core: Core | None = core
         self._chat_screen: ChatScreen | None = None
         self.drafts = DraftKeeper(self)
         self.exit_note: str | None = None
         self.window_focused = True  # the terminal tells us when it changes (AppBlur/AppFocus)
-        self._engine_started = asyncio.Event()  # set once start-up has finished (or failed)
+        self._core_started = asyncio.Event()  # set once start-up has finished (or failed)
         self._exiting = False  # exit() was called: start-up stops, on_unmount takes over
         self._starting: asyncio.Task[None] | None = None
-        self._relay = EngineRelay(lambda: self.chat_screen)  # the engine's listeners
+        self._relay = CoreRelay(lambda: self.chat_screen)  # the core's listeners
         self._by_signal = False  # closed by SIGHUP/SIGTERM: no terminal to print to
         self._replaced: str | None = None  # the database file was deleted or replaced
 
@@ -86,15 +86,15 @@ class ChatApp(SettingsFlow, App[int]):
         return self._chat_screen
 
     @property
-    def engine(self) -> Engine | None:
-        return self._engine
+    def core(self) -> Core | None:
+        return self._core
 
-    @engine.setter
-    def engine(self, engine: Engine | None) -> None:
-        self._engine = engine
+    @core.setter
+    def core(self, core: Core | None) -> None:
+        self._core = core
         screen = self._chat_screen
         if screen is not None and screen.is_attached:
-            screen.refresh_bindings()  # what needs the engine is greyed out without it
+            screen.refresh_bindings()  # what needs the core is greyed out without it
 
     @property
     def current(self) -> Conversation | None:
@@ -150,18 +150,18 @@ class ChatApp(SettingsFlow, App[int]):
                 timeout=15,
                 markup=False,
             )
-        # Paint first, then load: the engine pulls in httpx and the database,
+        # Paint first, then load: the core pulls in httpx and the database,
         # which the first frame does not need.
         self.call_after_refresh(self._begin_start)
 
     def _begin_start(self) -> None:
         # Its own task, so key presses and bindings keep flowing while it runs;
-        # whatever needs the engine waits on `_engine_started` instead of being dropped.
-        self._starting = asyncio.create_task(self._start_engine(), name="start-engine")
+        # whatever needs the core waits on `_core_started` instead of being dropped.
+        self._starting = asyncio.create_task(self._start_core(), name="start-core")
 
-    async def _start_engine(self) -> None:
+    async def _start_core(self) -> None:
         try:
-            await self._open_engine()
+            await self._open_core()
             self._tell_missing_config()
         except Exception as exc:  # never a traceback on the user's screen
             if self._exiting:  # closed while starting: not a failure
@@ -170,28 +170,28 @@ class ChatApp(SettingsFlow, App[int]):
                 log.exception("start-up failed")
                 self.exit(return_code=1, message=f"chat-tui: could not start: {exc}")
         finally:
-            self._engine_started.set()
+            self._core_started.set()
 
-    async def engine_ready(self) -> bool:
-        """Wait until start-up is done; False if the engine could not open."""
-        await self._engine_started.wait()
-        return self.engine is not None
+    async def core_ready(self) -> bool:
+        """Wait until start-up is done; False if the core could not open."""
+        await self._core_started.wait()
+        return self.core is not None
 
-    async def _open_engine(self) -> None:
-        if self.engine is None:
+    async def _open_core(self) -> None:
+        if self.core is None:
             try:
-                engine = await self._new_engine()
+                core = await self._new_core()
             except StoreError as exc:
                 self.exit(return_code=1, message=f"chat-tui: {exc}")
                 return
-            self.engine = engine
+            self.core = core
             if self._exiting:  # closed while it was opening: on_unmount saves and closes
                 return
-        self.engine.start_watching()
-        self.engine.start_delivery()
+        self.core.start_watching()
+        self.core.start_delivery()
         screen = self.chat_screen
         try:
-            store = self.engine.store
+            store = self.core.store
             restored = await self.drafts.restore_rescued(store)
             if restored:
                 self.notify(
@@ -209,10 +209,10 @@ class ChatApp(SettingsFlow, App[int]):
             return
         await screen.refresh_queue_and_sidebar()
 
-    async def _new_engine(self) -> Engine:
-        from ..engine import Engine
+    async def _new_core(self) -> Core:
+        from ..core import Core
 
-        return await Engine.open(
+        return await Core.open(
             self.settings,
             listener=self._relay.event,
             on_reachability=self._relay.reachability,
@@ -233,7 +233,7 @@ class ChatApp(SettingsFlow, App[int]):
         the draft in rescue files, and stop with a plain message."""
         self._replaced = problem
         log.error("%s; stopping", problem)
-        saved = await self.engine.rescue_unsent() if self.engine is not None else []
+        saved = await self.core.rescue_unsent() if self.core is not None else []
         kept = f" {len(saved)} unsent message(s) were kept in {saved[0].parent}." if saved else ""
         self._add_exit_note(
             f"chat-tui: {problem}, so it stopped rather than write to a file nobody sees.{kept} "
@@ -260,20 +260,20 @@ class ChatApp(SettingsFlow, App[int]):
     async def on_unmount(self) -> None:
         if self._starting is not None and not self._starting.done():
             await asyncio.gather(self._starting, return_exceptions=True)
-        engine = self.engine
+        core = self.core
         note = await self.drafts.keep_at_exit(
-            engine.store if engine is not None else None, replaced=self._replaced is not None
+            core.store if core is not None else None, replaced=self._replaced is not None
         )
         if note:
             self._add_exit_note(note)
-        if engine is None:
+        if core is None:
             return
-        self.engine = None  # timers and late messages see the engine gone, not half-closed
+        self.core = None  # timers and late messages see the core gone, not half-closed
         waiting = 0
         if self._replaced is None:
             with contextlib.suppress(StoreError):
-                waiting = await engine.store.waiting_count()
-        await engine.close()
+                waiting = await core.store.waiting_count()
+        await core.close()
         if waiting and self.settings.handoff_on_exit:
             self._hand_off(waiting)
 
@@ -293,16 +293,16 @@ class ChatApp(SettingsFlow, App[int]):
 
     # -- a new endpoint or model -------------------------------------------------------------
 
-    async def reopen_engine(self) -> None:
-        """A new endpoint or model: close the engine (leases released) and open it
+    async def reopen_core(self) -> None:
+        """A new endpoint or model: close the core (leases released) and open it
         again with the new settings; queued messages go to the new endpoint."""
         await self.drafts.save_now()
-        old, self.engine = self.engine, None
+        old, self.core = self.core, None
         if old is not None:
             await old.close()
-        self.engine = await self._new_engine()
-        self.engine.start_watching()
-        self.engine.start_delivery()
+        self.core = await self._new_core()
+        self.core.start_watching()
+        self.core.start_delivery()
         await self.chat_screen.endpoint_changed()
 
     # -- commands that are the app's -----------------------------------------------------------
@@ -311,14 +311,12 @@ class ChatApp(SettingsFlow, App[int]):
         command = BY_ACTION.get(action)
         if command is None or not command.app:
             return True
-        ready = command.can_run(
-            engine=self.engine is not None, conversation=self.current is not None
-        )
+        ready = command.can_run(core=self.core is not None, conversation=self.current is not None)
         return True if ready else None  # greyed out
 
     def action_retry_now(self) -> None:
-        self.engine.links.probe_now()
-        self.engine.outbox.wake()
+        self.core.links.probe_now()
+        self.core.sender.wake()
         self.notify("Checking the endpoint now…", timeout=2)
 
     def action_help(self) -> None:

@@ -1,7 +1,7 @@
-"""What the engine and other processes report, shown on the chat screen (a mixin
+"""What the core and other processes report, shown on the chat screen (a mixin
 of ChatScreen).
 
-The App's ``EngineRelay`` posts the engine's events and reachability updates to
+The App's ``CoreRelay`` posts the core's events and reachability updates to
 the chat screen, and the App's poll posts ``ExternalChange`` when another process
 (sync, a second TUI, ``chat-tui send``) wrote to the database. These handlers
 turn them into widgets: the streaming reply, message states, the banner, the
@@ -23,15 +23,15 @@ from ..events import (
     LocalAnswerEnded,
     LocalAnswerStarted,
     MessageChanged,
-    OutboxEvent,
     ReplyAborted,
     ReplyDelta,
     ReplyReasoning,
     ReplyStarted,
     ReplyStored,
+    SenderEvent,
 )
 from ..store import Message, StoreError
-from .messages import EngineEvent, ExternalChange, ReachabilityChanged
+from .messages import CoreEvent, ExternalChange, ReachabilityChanged
 from .screens.queue import QueueScreen
 from .widgets.sidebar import ConversationList
 from .widgets.status import OfflineBanner
@@ -44,13 +44,13 @@ EXTERNAL_POLL = 0.5  # how often to look for other processes' writes
 
 
 class ChatEvents:
-    """Mixed into ChatScreen: relies on its engine, current conversation and widgets."""
+    """Mixed into ChatScreen: relies on its core, current conversation and widgets."""
 
-    async def on_engine_event(self: ChatScreen, message: EngineEvent) -> None:
+    async def on_core_event(self: ChatScreen, message: CoreEvent) -> None:
         async with self._view_lock:
             await self._show_event(message.event)
 
-    async def _show_event(self: ChatScreen, event: OutboxEvent) -> None:
+    async def _show_event(self: ChatScreen, event: SenderEvent) -> None:
         if not self._widgets_alive():
             return
         chat = self.chat
@@ -81,10 +81,10 @@ class ChatEvents:
 
     async def _show_context_start(self: ChatScreen, conversation_id: int) -> None:
         """Move the "not sent to the model" marker to where the last request began."""
-        if self.engine is None or conversation_id != self.current_id:
+        if self.core is None or conversation_id != self.current_id:
             return
         try:
-            conversation = await self.engine.store.get_conversation(conversation_id)
+            conversation = await self.core.store.get_conversation(conversation_id)
         except StoreError:
             return
         if conversation is not None and self._widgets_alive():
@@ -124,18 +124,18 @@ class ChatEvents:
 
     async def refresh_queue_and_sidebar(self: ChatScreen) -> None:
         self._refresh_timer = None
-        engine = self.engine
-        if engine is None:
+        core = self.core
+        if core is None:
             return
         try:
-            queued = await engine.store.pending_count()
-            self.conversations = await engine.store.list_conversations()
+            queued = await core.store.pending_count()
+            self.conversations = await core.store.list_conversations()
         except StoreError:
             return  # closing, or a passing lock: the next change refreshes again
         if not self._widgets_alive():
             return
         # A message being answered is not waiting: only the rest counts as queued.
-        self.sending = min(engine.outbox.sending, queued)
+        self.sending = min(core.sender.sending, queued)
         self.waiting = queued - self.sending
         self.queued = queued
         self.query_one(ConversationList).show(self.conversations, self.current_id)
@@ -143,26 +143,26 @@ class ChatEvents:
 
     async def _refresh_queue_screen(self: ChatScreen) -> None:
         screen = self.app.screen
-        if isinstance(screen, QueueScreen) and self.engine is not None:
-            screen.show_items(await self.engine.store.queue_items())
+        if isinstance(screen, QueueScreen) and self.core is not None:
+            screen.show_items(await self.core.store.queue_items())
 
     async def follow_other_processes(self: ChatScreen) -> None:
-        """From now on (the engine is open), show within a second what other
+        """From now on (the core is open), show within a second what other
         processes wrote; the database file deleted or replaced stops the app."""
-        self._data_version = await self.engine.store.data_version()
+        self._data_version = await self.core.store.data_version()
         self._external_poll = self.set_interval(EXTERNAL_POLL, self._check_external_changes)
 
     async def _check_external_changes(self: ChatScreen) -> None:
-        engine = self.engine
-        if engine is None:
+        core = self.core
+        if core is None:
             return
-        replaced = engine.store.file_replaced()
+        replaced = core.store.file_replaced()
         if replaced is not None:
             self._external_poll.stop()  # once: the app stops (in its own task)
             self.app.call_next(self.chat_app.database_replaced, replaced)
             return
         try:
-            version = await engine.store.data_version()
+            version = await core.store.data_version()
         except StoreError:
             return
         if version != self._data_version:
@@ -171,12 +171,12 @@ class ChatEvents:
 
     async def on_external_change(self: ChatScreen, message: ExternalChange) -> None:
         """Show what other processes (sync, another TUI, `send`) wrote."""
-        if self.engine is None:
+        if self.core is None:
             return
         since = self._last_external_check - 2.0  # clocks of one machine; a margin for slow commits
         self._last_external_check = time.time()
         try:
-            changed = await self.engine.store.messages_changed_since(since)
+            changed = await self.core.store.messages_changed_since(since)
         except StoreError:
             return
         async with self._view_lock:
@@ -184,5 +184,5 @@ class ChatEvents:
                 if not self._widgets_alive():
                     return
                 await self.chat.upsert(message)
-        self.engine.outbox.wake()
+        self.core.sender.wake()
         await self.refresh_queue_and_sidebar()

@@ -3,7 +3,7 @@
 The keys (``ChatScreen.BINDINGS`` and the App's own), the footer, the command
 palette and the help screen (F1) are all made from ``COMMANDS``, so they cannot
 drift apart. A command names an action of the chat screen, or of the App when
-``app`` is set (the engine's life cycle: settings, retry, quit), and what it
+``app`` is set (the core's life cycle: settings, retry, quit), and what it
 needs before it can run: a command whose needs are not met is greyed out
 (``check_action`` returns None) and its key does nothing, or says ``hint``.
 """
@@ -21,9 +21,9 @@ from textual.binding import Binding
 if TYPE_CHECKING:
     from .app import ChatApp
 
-Need = Literal["engine", "conversation"]
-ENGINE: frozenset[Need] = frozenset({"engine"})
-CONVERSATION: frozenset[Need] = frozenset({"engine", "conversation"})
+Need = Literal["core", "conversation"]
+ENGINE: frozenset[Need] = frozenset({"core"})
+CONVERSATION: frozenset[Need] = frozenset({"core", "conversation"})
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class Command:
     def palette_help(self) -> str:
         return f"{self.help} ({key_text(self.key)})" if self.key else self.help
 
-    def can_run(self, *, engine: bool, conversation: bool) -> bool:
-        return (engine or "engine" not in self.needs) and (
+    def can_run(self, *, core: bool, conversation: bool) -> bool:
+        return (core or "core" not in self.needs) and (
             conversation or "conversation" not in self.needs
         )
 

@@ -3,7 +3,7 @@
 New (Ctrl+N), rename (F2), delete (F8), export (F4), a conversation's model and
 system prompt (palette), the queue (Ctrl+O) and search (Ctrl+F), copying, and
 the layout (sidebar, scrolling, focus). ``ChatScreen.check_action`` lets an
-action through only when what it needs (the engine, a conversation) is there
+action through only when what it needs (the core, a conversation) is there
 (``commands.py``); the dialogs return what the user chose through ``dismiss``.
 """
 
@@ -32,7 +32,7 @@ NARROW = 100  # below this many columns the sidebar is hidden and overlays when 
 
 
 class ConversationActions:
-    """Mixed into ChatScreen: relies on its engine, current conversation and widgets."""
+    """Mixed into ChatScreen: relies on its core, current conversation and widgets."""
 
     # -- copy --------------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ class ConversationActions:
     # -- conversations -----------------------------------------------------------------------
 
     async def action_new_conversation(self: ChatScreen) -> None:
-        if not await self.chat_app.engine_ready():  # Ctrl+N during start-up: after it
+        if not await self.chat_app.core_ready():  # Ctrl+N during start-up: after it
             return
         await self.open_conversation(None)
         self.composer.focus()
@@ -119,8 +119,8 @@ class ConversationActions:
             TextPrompt("Rename conversation", self.current.title)
         )
         if title and title.strip():
-            await self.engine.store.rename_conversation(self.current.id, title)
-            self.current = await self.engine.store.get_conversation(self.current.id)
+            await self.core.store.rename_conversation(self.current.id, title)
+            self.current = await self.core.store.get_conversation(self.current.id)
             self.app.sub_title = title.strip()
             self._update_header()
             await self.refresh_queue_and_sidebar()
@@ -133,8 +133,8 @@ class ConversationActions:
         )
         if not ok:
             return
-        await self.engine.store.delete_conversation(doomed.id)
-        self.conversations = await self.engine.store.list_conversations()
+        await self.core.store.delete_conversation(doomed.id)
+        self.conversations = await self.core.store.list_conversations()
         self.current = None
         await self.open_conversation(self.conversations[0].id if self.conversations else None)
         self.notify("Conversation deleted.", markup=False)
@@ -148,18 +148,18 @@ class ConversationActions:
         answer = await self.app.push_screen_wait(
             TextPrompt("Export to (.md for Markdown, .json for JSON)", str(default))
         )
-        if not answer or self.engine is None:
+        if not answer or self.core is None:
             return
         path = Path(answer.strip()).expanduser()
         if path.exists():
             overwrite = await self.app.push_screen_wait(
                 Confirm(f"{path} already exists. Replace it?", yes="Replace")
             )
-            if not overwrite or self.engine is None:
+            if not overwrite or self.core is None:
                 self.notify("Not exported: the file is left as it was.", markup=False)
                 return
         fmt = "json" if path.suffix.lower() == ".json" else "md"
-        messages = await self.engine.store.all_messages(conversation.id)
+        messages = await self.core.store.all_messages(conversation.id)
         try:
             path.write_text(render(conversation, messages, fmt), encoding="utf-8")
         except OSError as exc:
@@ -178,10 +178,10 @@ class ConversationActions:
         )
         if model is None:
             return
-        await self.engine.store.configure_conversation(
+        await self.core.store.configure_conversation(
             self.current.id, model=model.strip() or None, system_prompt=self.current.system_prompt
         )
-        self.current = await self.engine.store.get_conversation(self.current.id)
+        self.current = await self.core.store.get_conversation(self.current.id)
         self.query_one(StatusLine).set_model(self._model_for(self.current))
         self._update_header()
 
@@ -195,16 +195,16 @@ class ConversationActions:
         )
         if prompt is None:
             return
-        await self.engine.store.configure_conversation(
+        await self.core.store.configure_conversation(
             self.current.id, model=self.current.model, system_prompt=prompt.strip() or None
         )
-        self.current = await self.engine.store.get_conversation(self.current.id)
+        self.current = await self.core.store.get_conversation(self.current.id)
 
     # -- search ------------------------------------------------------------------------------
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_search(self: ChatScreen) -> None:
-        search = partial(self.engine.store.search, limit=100)
+        search = partial(self.core.store.search, limit=100)
         choice: SearchChoice | None = await self.app.push_screen_wait(SearchScreen(search))
         if choice is None:
             return
@@ -220,7 +220,7 @@ class ConversationActions:
     # -- the queue ---------------------------------------------------------------------------
 
     async def action_queue(self: ChatScreen) -> None:
-        items = await self.engine.store.queue_items()
+        items = await self.core.store.queue_items()
         # The screen's actions come back here as messages, handled one at a time in
         # the order asked; "open" closes it with the item.
         screen = QueueScreen(
@@ -233,18 +233,18 @@ class ConversationActions:
             await self.open_conversation(item.message.conversation_id, at_seq=item.message.seq)
 
     async def on_queue_action(self: ChatScreen, event: QueueAction) -> None:
-        if self.engine is None:
+        if self.core is None:
             return
         message = event.item.message
-        outbox = self.engine.outbox
+        sender = self.core.sender
         try:
             if event.action == "retry":
-                await outbox.retry(message.id)
+                await sender.retry(message.id)
                 self.notify(f"Message #{message.id} is queued again.", markup=False, timeout=3)
             elif event.action == "cancel" and message.state == "sending":
-                # A request the server never answers: stop it (the outbox's stop
+                # A request the server never answers: stop it (the sender's stop
                 # path; without one, say why it cannot be cancelled yet).
-                stop = getattr(outbox, "stop", None)
+                stop = getattr(sender, "stop", None)
                 if stop is None or not await stop(message.id, "cancel"):
                     self.notify(
                         f"Message #{message.id} is being sent; it cannot be stopped now.",
@@ -254,7 +254,7 @@ class ConversationActions:
                     return
                 self.notify(f"Message #{message.id} stopped.", markup=False, timeout=3)
             elif event.action == "cancel":
-                await outbox.cancel(message.id)
+                await sender.cancel(message.id)
                 self.notify(
                     f"Message #{message.id} cancelled (kept in history).", markup=False, timeout=3
                 )
@@ -270,10 +270,10 @@ class ConversationActions:
         text: str | None = message.content
         while True:
             text = await self.app.push_screen_wait(EditMessage(text))
-            if text is None or self.engine is None:
+            if text is None or self.core is None:
                 return
             try:
-                await self.engine.outbox.retry(message.id, text=text)
+                await self.core.sender.retry(message.id, text=text)
                 break
             except StoreError as exc:
                 # The dialog comes back with the edit in it: nothing typed is lost.

@@ -50,11 +50,11 @@ class DraftKeeper:
 
     async def save_now(self) -> None:
         self._stop_timer()
-        engine = self._app.engine
-        if engine is None or not self.loaded:
+        core = self._app.core
+        if core is None or not self.loaded:
             return
         try:
-            await engine.store.save_draft(self.conversation_id, self.text)
+            await core.store.save_draft(self.conversation_id, self.text)
         except StoreError as exc:
             self._app.notify(f"Draft not saved: {exc}", severity="warning", markup=False)
 

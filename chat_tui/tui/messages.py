@@ -1,4 +1,4 @@
-"""App-wide Textual messages, and the relay that turns the engine's events into
+"""App-wide Textual messages, and the relay that turns the core's events into
 them. Widgets' own messages live on the widgets."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from ..events import OutboxEvent, ReachabilityState, ReplyDelta
+from ..events import ReachabilityState, ReplyDelta, SenderEvent
 from ..store import Message as StoredMessage
 from ..store import QueueItem
 
@@ -18,10 +18,10 @@ DELTA_BATCH = 0.03  # seconds of streamed chunks gathered into one UI message
 
 
 @dataclass
-class EngineEvent(Message):
-    """Something the delivery engine did (state change, a streamed chunk…)."""
+class CoreEvent(Message):
+    """Something the core reported (state change, a streamed chunk…)."""
 
-    event: OutboxEvent
+    event: SenderEvent
 
 
 @dataclass
@@ -53,8 +53,8 @@ class QueueAction(Message):
     item: QueueItem
 
 
-class EngineRelay:
-    """The engine's listeners: each event and reachability update is posted to
+class CoreRelay:
+    """The core's listeners: each event and reachability update is posted to
     ``target()`` (the chat screen) as a message; only its handlers change widgets.
 
     Chunks of a streaming reply come hundreds a second; they are gathered for
@@ -67,7 +67,7 @@ class EngineRelay:
         self._pending: dict[int, tuple[StoredMessage, list[str]]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
 
-    def event(self, event: OutboxEvent) -> None:
+    def event(self, event: SenderEvent) -> None:
         if isinstance(event, ReplyDelta):
             batch = self._pending.get(event.question.id)
             if batch is None:
@@ -79,7 +79,7 @@ class EngineRelay:
                 self._flush_handle = loop.call_later(DELTA_BATCH, self.flush)
             return
         self.flush()
-        self._target().post_message(EngineEvent(event))
+        self._target().post_message(CoreEvent(event))
 
     def flush(self) -> None:
         if self._flush_handle is not None:
@@ -87,7 +87,7 @@ class EngineRelay:
             self._flush_handle = None
         pending, self._pending = self._pending, {}
         for question, texts in pending.values():
-            self._target().post_message(EngineEvent(ReplyDelta(question, "".join(texts))))
+            self._target().post_message(CoreEvent(ReplyDelta(question, "".join(texts))))
 
     def reachability(self, state: ReachabilityState) -> None:
         self._target().post_message(ReachabilityChanged(state))

@@ -1,7 +1,7 @@
 """Settings in the app, as a mixin of ChatApp: the theme and the look of
 Markdown and code, the settings dialog (F3) and saving to config.toml
-(comments and layout kept). A new endpoint or model reopens the engine
-(``ChatApp.reopen_engine``).
+(comments and layout kept). A new endpoint or model reopens the core
+(``ChatApp.reopen_core``).
 
 The model list comes from the endpoint's ``/models`` and is cached in the data
 dir (``models.json``, by endpoint URL), so the dialog offers it offline too.
@@ -50,7 +50,7 @@ def remember_models(settings: Settings, models: list[str]) -> None:
 
 
 class SettingsFlow:
-    """Mixed into ChatApp: relies on its settings, engine and chat screen."""
+    """Mixed into ChatApp: relies on its settings, core and chat screen."""
 
     _theme_ready = False  # set once the configured theme is on: a change is then the user's
     _console_theme_pushed = False
@@ -105,10 +105,10 @@ class SettingsFlow:
         """Ask the endpoint for its models; show them and keep them for offline use."""
         from ..endpoint import DeliveryError
 
-        if not await self.engine_ready() or self.engine is None:
+        if not await self.core_ready() or self.core is None:
             return
         try:
-            models = await self.engine.endpoint.list_models()
+            models = await self.core.endpoint.list_models()
         except DeliveryError as exc:
             log.info("model list not available: %s", exc)
             return
@@ -135,5 +135,5 @@ class SettingsFlow:
             self.chat.restyle()
             self._theme_ready = True
         if {"base_url", "model", "system_prompt"} & values.keys():
-            await self.reopen_engine()
+            await self.reopen_core()
         self.notify("Settings saved.", markup=False, timeout=3)

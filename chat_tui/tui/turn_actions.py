@@ -6,7 +6,7 @@ versions (Alt+← / Alt+→), keep a fallback answer and cancel its question
 (Ctrl+L), choose the conversation's endpoint (palette). Every change goes
 through the store and the one outbox; these handlers only ask and show.
 ``ChatScreen.check_action`` lets an action through only when what it needs (the
-engine, a conversation) is there (``commands.py``).
+core, a conversation) is there (``commands.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class TurnActions:
-    """Mixed into ChatScreen: relies on its engine, current conversation and chat view."""
+    """Mixed into ChatScreen: relies on its core, current conversation and chat view."""
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -51,8 +51,8 @@ class TurnActions:
         status.endpoint = where
         status.set_model(model)
         reach = self.reaches.get(name)
-        if reach is None and self.engine is not None:
-            link = self.engine.link_for(self.current) if self.current else None
+        if reach is None and self.core is not None:
+            link = self.core.link_for(self.current) if self.current else None
             reach = link.reachability.current if link is not None else None
         if reach is not None:
             self.reach = reach  # bound to the status line and the banner
@@ -75,9 +75,9 @@ class TurnActions:
             self.query_one(StatusLine).set_elsewhere(away)
 
     def _primary_offline(self: ChatScreen) -> bool:
-        if self.engine is None:
+        if self.core is None:
             return False
-        link = self.engine.link_for(self.current)
+        link = self.core.link_for(self.current)
         return link is None or not link.reachability.online
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
@@ -98,10 +98,10 @@ class TurnActions:
         if self.current is None:
             self._new_endpoint = name  # the next new conversation starts there
         else:
-            await self.engine.store.set_endpoint(self.current.id, name)
-            self.current = await self.engine.store.get_conversation(self.current.id)
-            self.engine.links.get(name)  # watched from now on
-            self.engine.outbox.wake()
+            await self.core.store.set_endpoint(self.current.id, name)
+            self.current = await self.core.store.get_conversation(self.current.id)
+            self.core.links.get(name)  # watched from now on
+            self.core.sender.wake()
         self._show_endpoint()
         self.notify(f"This conversation now uses {name}.", markup=False, timeout=3)
 
@@ -111,23 +111,23 @@ class TurnActions:
         """Stop the reply being generated: what came is kept, labelled stopped. If
         nothing came yet, ask whether to requeue or cancel the message."""
         question = self.chat.streaming_question()
-        if question is None and self._local_blocks and self.engine is not None:
+        if question is None and self._local_blocks and self.core is not None:
             for question_id in list(self._local_blocks):  # a fallback answer: keep what came
-                self.engine.stop_fallback(question_id)
+                self.core.stop_fallback(question_id)
             return
-        if question is None or self.engine is None:
+        if question is None or self.core is None:
             return
         if self.chat.streaming_started(question.id):
-            await self.engine.outbox.stop(question.id)
+            await self.core.sender.stop(question.id)
             return
         self._ask_stop_waiting(question)
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def _ask_stop_waiting(self: ChatScreen, question: Message) -> None:
         choice = await self.app.push_screen_wait(StopWaiting())
-        if choice is None or self.engine is None:
+        if choice is None or self.core is None:
             return
-        if not await self.engine.outbox.stop(question.id, choice):
+        if not await self.core.sender.stop(question.id, choice):
             self.notify("That reply had already finished.", markup=False, timeout=3)
 
     # -- the fallback answer ------------------------------------------------------------------
@@ -163,7 +163,7 @@ class TurnActions:
 
     async def action_keep_local(self: ChatScreen) -> None:
         """ "Good enough": keep the fallback's answer and cancel the queued question."""
-        messages = await self.engine.store.messages_page(self.current.id, limit=20)
+        messages = await self.core.store.messages_page(self.current.id, limit=20)
         answered = {m.reply_to for m in messages if m.meta.get("kind") == "fallback_answer"} | set(
             self._local_blocks
         )
@@ -176,9 +176,9 @@ class TurnActions:
             self.notify("No queued question here has a local answer.", markup=False, timeout=3)
             return
         question = waiting[-1]
-        self.engine.stop_fallback(question.id)  # still streaming: keep what came
+        self.core.stop_fallback(question.id)  # still streaming: keep what came
         try:
-            await self.engine.outbox.cancel(question.id)
+            await self.core.sender.cancel(question.id)
         except StoreError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
@@ -191,7 +191,7 @@ class TurnActions:
     # -- regenerate, edit, versions, branch ------------------------------------------------
 
     async def _last_question(self: ChatScreen) -> Message | None:
-        messages = await self.engine.store.messages_page(self.current.id, limit=20)
+        messages = await self.core.store.messages_page(self.current.id, limit=20)
         users = [m for m in messages if m.role == "user" and m.state != "cancelled"]
         return users[-1] if users else None
 
@@ -200,7 +200,7 @@ class TurnActions:
         if question is None:
             return
         try:
-            await self.engine.outbox.resend(question.id)
+            await self.core.sender.resend(question.id)
         except StoreError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
@@ -219,7 +219,7 @@ class TurnActions:
         if text is None:
             return
         try:
-            await self.engine.outbox.resend(question.id, text=text)
+            await self.core.sender.resend(question.id, text=text)
         except StoreError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
@@ -227,7 +227,7 @@ class TurnActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_branch(self: ChatScreen) -> None:
-        messages = await self.engine.store.all_messages(self.current.id)
+        messages = await self.core.store.all_messages(self.current.id)
         questions = [m for m in messages if m.role == "user" and m.state == "delivered"]
         if not questions:
             self.notify("Nothing answered here to branch from yet.", markup=False)
@@ -242,17 +242,17 @@ class TurnActions:
         if text is None:
             return
         try:
-            edited = await self.engine.store.branch(message.id, text)
+            edited = await self.core.store.branch(message.id, text)
         except StoreError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
-        self.engine.outbox.wake()
-        self.conversations = await self.engine.store.list_conversations()
+        self.core.sender.wake()
+        self.conversations = await self.core.store.list_conversations()
         await self.open_conversation(edited.conversation_id)
         self.notify("Branched: the original conversation is unchanged.", markup=False, timeout=4)
 
     async def _switch_version(self: ChatScreen, step: int) -> None:
-        messages = await self.engine.store.messages_page(self.current.id, limit=40)
+        messages = await self.core.store.messages_page(self.current.id, limit=40)
         turns = [m for m in messages if m.role == "user" and int(m.meta.get("versions", 1)) > 1]
         if not turns:
             self.notify("This conversation has no earlier versions.", markup=False, timeout=3)
@@ -263,7 +263,7 @@ class TurnActions:
         if not 1 <= target <= total:
             return
         try:
-            await self.engine.store.show_version(turn.id, target)
+            await self.core.store.show_version(turn.id, target)
         except StoreError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return

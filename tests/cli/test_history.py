@@ -83,16 +83,16 @@ def test_send_wait_exit_codes(cli_env: CliEnv, fault_server: FaultServer) -> Non
 async def test_conversation_model_and_system_prompt_are_sent(
     settings, fault_server: FaultServer
 ) -> None:
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
 
-    engine = await Engine.open(settings)
-    async with engine:
-        engine.start_watching()
-        first = await engine.outbox.submit(None, "hello")
-        await engine.store.configure_conversation(
+    core = await Core.open(settings)
+    async with core:
+        core.start_watching()
+        first = await core.sender.submit(None, "hello")
+        await core.store.configure_conversation(
             first.message.conversation_id, model="special-model", system_prompt="Be brief."
         )
-        await engine.outbox.run(until_empty=True)
+        await core.sender.run(until_empty=True)
     body = [r for r in fault_server.requests if r.outcome == "completed"][-1].body
     assert body["model"] == "special-model"
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}

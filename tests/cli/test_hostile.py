@@ -603,11 +603,11 @@ async def test_full_disk_in_tui_keeps_the_text(fault_server: FaultServer, tmp_pa
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         deadline = time.monotonic() + 10
-        while app.engine is None or not app.drafts.loaded:
+        while app.core is None or not app.drafts.loaded:
             assert time.monotonic() < deadline
             await pilot.pause(0.05)
-        assert app.engine is not None
-        await app.engine.store._db.execute("PRAGMA max_page_count = 1")
+        assert app.core is not None
+        await app.core.store._db.execute("PRAGMA max_page_count = 1")
         app.composer.text = LONG_PASTE  # a paste
         await pilot.press("enter")
         deadline = time.monotonic() + 10
@@ -626,7 +626,7 @@ async def test_full_disk_in_tui_keeps_the_text(fault_server: FaultServer, tmp_pa
         assert app.composer.text == LONG_PASTE
         assert not list(app.query(MessageView))
         # Space freed: Enter again queues it and only then clears the composer.
-        await app.engine.store._db.execute("PRAGMA max_page_count = 1073741823")
+        await app.core.store._db.execute("PRAGMA max_page_count = 1073741823")
         await pilot.press("enter")
         deadline = time.monotonic() + 10
         while not list(app.query(MessageView)):

@@ -73,12 +73,12 @@ async def test_the_banner_names_a_database_the_sender_cannot_write(
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
-        assert app.engine is not None
-        app.engine.outbox.report_problem("loop", "cannot write the database: locked; retrying")
+        assert app.core is not None
+        app.core.sender.report_problem("loop", "cannot write the database: locked; retrying")
         banner = app.query_one(OfflineBanner)
         await wait_until(pilot, lambda: banner.has_class("-visible"))
         assert "cannot write the database" in str(banner.render())
-        app.engine.outbox.report_problem("loop", None)
+        app.core.sender.report_problem("loop", None)
         await wait_until(pilot, lambda: not banner.has_class("-visible"))
 
 
@@ -96,9 +96,9 @@ async def test_a_draft_that_cannot_be_saved_at_exit_goes_to_a_rescue_file(
             await pilot.press(*"first", "enter")
             await wait_until(pilot, lambda: app.composer.text == "")
             await pilot.pause(0.3)
-            assert app.engine is not None
-            async with app.engine.store._lock:
-                await app.engine.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            assert app.core is not None
+            async with app.core.store._lock:
+                await app.core.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = fill(disk)
             app.composer.insert("typed while the disk is full ✓")
             await pilot.pause(0.1)
@@ -154,7 +154,7 @@ async def test_no_leftover_streaming_bubble_after_another_sender_took_over(
     """The window was stopped past its lease (SIGSTOP) and another sender delivered
     the message meanwhile: when it resumes, its late reply is dropped and the live
     "streaming…" bubble goes; only the stored reply is shown, once."""
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
     from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
     from tests.fault_server import Fault
 
@@ -168,11 +168,11 @@ async def test_no_leftover_streaming_bubble_after_another_sender_took_over(
         # Our lease ran out while we were stopped; another sender takes the message.
         with sqlite3.connect(tmp_path / "chat.db", timeout=10) as db:
             db.execute("UPDATE outbox SET lease_expires = 0")
-        other = await Engine.open(settings)
+        other = await Core.open(settings)
         try:
             other.start_watching()
             assert await other.reachability.wait_online(5)
-            delivered = await other.outbox.deliver_available()
+            delivered = await other.sender.deliver_available()
         finally:
             await other.close()
         assert delivered == 1

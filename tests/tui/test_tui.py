@@ -183,7 +183,7 @@ async def test_changes_from_another_process_appear(server: FaultServer, tmp_path
             await wait_until(pilot, lambda: len(views(app)) >= 3, timeout=3)
             assert time.monotonic() - started < 1.5
             assert views(app)[2].message.content == "from elsewhere"
-            # And this app's engine delivers it.
+            # And this app's core delivers it.
             await wait_until(pilot, lambda: len(views(app)) == 4)
         finally:
             await other.close()
@@ -194,12 +194,12 @@ async def test_submit_while_database_unwritable_keeps_text(
 ) -> None:
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.engine is not None and app.current is None)
+        await wait_until(pilot, lambda: app.core is not None and app.current is None)
         blocker = await Store.open(tmp_path / "chat.db")
         # Hold the write lock from another connection, as a second process would.
         await blocker._db.execute("BEGIN IMMEDIATE")
         try:
-            await app.engine.store._db.execute("PRAGMA busy_timeout = 100")
+            await app.core.store._db.execute("PRAGMA busy_timeout = 100")
             await pilot.press(*"keep me", "enter")
             await wait_until(pilot, lambda: len(app._notifications) > 0, timeout=5)
             assert "locked" in str(list(app._notifications)[-1].message)
@@ -208,7 +208,7 @@ async def test_submit_while_database_unwritable_keeps_text(
         finally:
             await blocker._db.execute("ROLLBACK")
             await blocker.close()
-        await app.engine.store._db.execute("PRAGMA busy_timeout = 10000")
+        await app.core.store._db.execute("PRAGMA busy_timeout = 10000")
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(views(app)) >= 1)
         assert app.composer.text == ""
@@ -216,7 +216,9 @@ async def test_submit_while_database_unwritable_keeps_text(
 
 async def test_no_event_loop_stall_while_streaming(server: FaultServer, tmp_path: Path) -> None:
     """Typing keeps working while a long reply streams in."""
-    server.push(Fault(kind="slow", seconds=0.05))
+    # Four chunks 0.5 s apart: the reply streams for about 2 s, long enough to be seen
+    # streaming (0.05 s apart it could be over between two looks).
+    server.push(Fault(kind="slow", seconds=0.5))
     server.reply_fn = lambda body: "word " * 400
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:

@@ -133,10 +133,10 @@ async def test_empty_streaming_bubble_goes_when_the_endpoint_goes_offline(
         chat = app.query_one(ChatView)
         await wait_until(pilot, lambda: bool(chat._streams))
         assert list(app.query(StreamingReply))
-        # Another request (here: the engine's own report, as a failed connect to the
+        # Another request (here: the core's own report, as a failed connect to the
         # endpoint makes it) finds the endpoint gone while this one hangs.
-        assert app.engine is not None
-        app.engine.reachability.report_unreachable("connection refused")
+        assert app.core is not None
+        app.core.reachability.report_unreachable("connection refused")
         await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "offline")
         await wait_until(pilot, lambda: not list(app.query(StreamingReply)))
         # The request is still hanging: the bubble went because of the state, not an abort.
@@ -334,7 +334,7 @@ async def test_cancel_in_the_queue_on_a_message_being_sent(
     server: FaultServer, tmp_path: Path
 ) -> None:
     """A request the server never answers: `c` in the queue stops it through the
-    outbox's stop path when the engine has one; otherwise it says why it cannot."""
+    outbox's stop path when the core has one; otherwise it says why it cannot."""
     server.push(Fault("hang", seconds=20))
     app = ChatApp(app_settings(server, tmp_path, read_timeout=30.0))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -346,8 +346,8 @@ async def test_cancel_in_the_queue_on_a_message_being_sent(
             pilot, lambda: isinstance(app.screen, QueueScreen) and bool(app.screen.items)
         )
         await pilot.press("c")
-        assert app.engine is not None
-        if hasattr(app.engine.outbox, "stop"):
+        assert app.core is not None
+        if hasattr(app.core.sender, "stop"):
             await wait_until(pilot, lambda: views(app)[0].message.state != "sending")
             assert views(app)[0].message.state in ("cancelled", "queued")
             await wait_until(pilot, lambda: not list(app.query(StreamingReply)))

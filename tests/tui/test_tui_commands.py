@@ -1,5 +1,5 @@
 """The table of commands: keys, footer, palette and help come from it, and what
-a command needs (the engine, a conversation) greys it out until it is there."""
+a command needs (the core, a conversation) greys it out until it is there."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ async def test_what_needs_a_conversation_is_greyed_and_says_why(
 ) -> None:
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.engine is not None and app.drafts.loaded)
+        await wait_until(pilot, lambda: app.core is not None and app.drafts.loaded)
         assert app.current is None
         rename = app.screen.active_bindings["f2"]
         assert rename.binding.action == "rename" and not rename.enabled
-        assert app.screen.active_bindings["ctrl+o"].enabled  # the engine is there
+        assert app.screen.active_bindings["ctrl+o"].enabled  # the core is there
         await pilot.press("f2")  # no dialog: it says why
         await pilot.pause(0.1)
         assert "Nothing to rename yet: send a first message." in _messages(app)

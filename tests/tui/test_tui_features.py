@@ -173,7 +173,7 @@ async def test_a_failing_action_is_reported_not_raised(
 async def test_a_failed_edit_keeps_the_edited_text(
     server: FaultServer, tmp_path: Path, monkeypatch
 ) -> None:
-    from chat_tui.outbox import Outbox
+    from chat_tui.sender import Sender
     from chat_tui.store import StoreError
 
     server.push(Fault(kind="status", status=400))
@@ -181,7 +181,7 @@ async def test_a_failed_edit_keeps_the_edited_text(
     async with app.run_test(size=(120, 35)) as pilot:
         await pilot.press(*"draft one", "enter")
         await wait_until(pilot, lambda: views(app) and views(app)[0].message.state == "failed")
-        real_retry = Outbox.retry
+        real_retry = Sender.retry
         calls = []
 
         async def locked_once(self, message_id, *, text=None):
@@ -190,7 +190,7 @@ async def test_a_failed_edit_keeps_the_edited_text(
                 raise StoreError("the database is locked by another program")
             return await real_retry(self, message_id, text=text)
 
-        monkeypatch.setattr(Outbox, "retry", locked_once)
+        monkeypatch.setattr(Sender, "retry", locked_once)
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen))
         await pilot.press("e")
@@ -210,7 +210,7 @@ async def test_a_failed_edit_keeps_the_edited_text(
 async def test_a_reply_landing_behind_the_queue_screen_is_shown_when_it_closes(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    """The engine's events reach the chat screen whatever screen is on top: a reply
+    """The core's events reach the chat screen whatever screen is on top: a reply
     that streams in while the queue (Ctrl+O) is open is there when it closes, in
     the same view (the conversation is not reopened)."""
     server.push(Fault("slow", seconds=0.3))
@@ -222,9 +222,9 @@ async def test_a_reply_landing_behind_the_queue_screen_is_shown_when_it_closes(
         question = views(app)[0]
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen))
-        assert app.engine is not None
+        assert app.core is not None
         deadline = time.monotonic() + 15
-        while await app.engine.store.pending_count():  # delivered while the queue is open
+        while await app.core.store.pending_count():  # delivered while the queue is open
             assert time.monotonic() < deadline, "the reply never came"
             await pilot.pause(0.05)
         await pilot.pause(0.3)

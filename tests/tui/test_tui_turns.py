@@ -40,8 +40,8 @@ async def test_fallback_block_then_keep_local(
         await wait_until(
             pilot,
             lambda: (
-                app.engine is not None
-                and app.engine.links.get("local").reachability.online
+                app.core is not None
+                and app.core.links.get("local").reachability.online
                 and app.reach is not None
                 and app.reach.state == "offline"
             ),
@@ -130,8 +130,8 @@ async def test_escape_stops_the_local_answer_and_the_question_stays_queued(
         await wait_until(
             pilot,
             lambda: (
-                app.engine is not None
-                and app.engine.links.get("local").reachability.online
+                app.core is not None
+                and app.core.links.get("local").reachability.online
                 and app.reach is not None
                 and app.reach.state == "offline"
             ),

@@ -1,9 +1,9 @@
 """The chat screen: the conversation list, the chat, the composer, the status line.
 
 It opens conversations and sends what is typed. The App (``tui/app.py``) owns
-the engine's life cycle and posts the engine's events to this screen, so they
+the core's life cycle and posts the core's events to this screen, so they
 reach its widgets even while a dialog (queue, search, settings) is on top. The
-rest lives in mixins, one room each: ``ChatEvents`` (the engine's events and
+rest lives in mixins, one room each: ``ChatEvents`` (the core's events and
 other processes' writes shown), ``ConversationActions`` (the conversation, the
 queue, search, copy, layout) and ``TurnActions`` (endpoints, fallback answers,
 regenerate, edit, versions). Which actions may run, and the keys, come from the
@@ -45,7 +45,7 @@ from ..widgets.welcome import welcome_text
 
 if TYPE_CHECKING:
     from ...config import Settings
-    from ...engine import Engine
+    from ...core import Core
     from ..app import ChatApp
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         self._data_version: int | None = None  # the database's, as last seen
         self._external_poll: Timer | None = None
         # Keys run their actions in the App's task, this screen's handlers in its own
-        # (one task did both before the chat screen was its own): the engine's events
+        # (one task did both before the chat screen was its own): the core's events
         # wait while a conversation is being (re)loaded, so they land in the view it
         # builds, and no conversation opens while a message is being queued.
         self._view_lock = asyncio.Lock()
@@ -103,8 +103,8 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         return cast("ChatApp", self.app)
 
     @property
-    def engine(self) -> Engine | None:
-        return self.chat_app.engine
+    def core(self) -> Core | None:
+        return self.chat_app.core
 
     @property
     def settings(self) -> Settings:
@@ -126,7 +126,7 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         """False while the app shuts down: the widgets go before on_unmount runs,
         and a timer or a late message may still fire in between. (This screen's
         own widgets, whatever screen is on top.)"""
-        # A cached id lookup: this runs on every engine event, and a full
+        # A cached id lookup: this runs on every core event, and a full
         # query over hundreds of widgets made the UI crawl while flushing.
         return self.app.is_running and self.query_one_optional("#status-line") is not None
 
@@ -162,10 +162,10 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
             await self._open_conversation(conversation_id, at_seq)
 
     async def _open_conversation(self, conversation_id: int | None, at_seq: int | None) -> None:
-        engine = self.engine
-        if engine is None:  # also reached from start-up and from other screens' choices
+        core = self.core
+        if core is None:  # also reached from start-up and from other screens' choices
             return
-        store = engine.store
+        store = core.store
         drafts = self.chat_app.drafts
         await drafts.save_now()
         conversation = await store.get_conversation(conversation_id) if conversation_id else None
@@ -194,7 +194,7 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         self._update_header()
 
     async def endpoint_changed(self) -> None:
-        """The settings changed the endpoint or the model (the engine was reopened)."""
+        """The settings changed the endpoint or the model (the core was reopened)."""
         status = self.query_one(StatusLine)
         status.endpoint = self.settings.base_url
         status.set_model(self._model_for(self.current))
@@ -227,9 +227,9 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
     @on(ChatView.NeedOlder)
     async def _load_older(self, event: ChatView.NeedOlder) -> None:
         async with self._view_lock:
-            if self.engine is None or event.chat_view.conversation_id is None:
+            if self.core is None or event.chat_view.conversation_id is None:
                 return
-            page = await self.engine.store.page(
+            page = await self.core.store.page(
                 event.chat_view.conversation_id, before_seq=event.before_seq, limit=PAGE_SIZE
             )
             await event.chat_view.prepend_older(page.messages, has_older=page.has_older)
@@ -239,18 +239,18 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
     @on(Composer.Submitted)
     async def _submit(self, event: Composer.Submitted) -> None:
         text = event.text
-        if not await self.chat_app.engine_ready() or self.engine is None:
+        if not await self.chat_app.core_ready() or self.core is None:
             with contextlib.suppress(NoMatches):  # closing: the draft keeps the text
                 self.composer.not_sent(text)
             return
         async with self._view_lock:  # no other conversation opens until it is queued
-            await self._queue(self.engine, text)
+            await self._queue(self.core, text)
 
-    async def _queue(self, engine: Engine, text: str) -> None:
+    async def _queue(self, core: Core, text: str) -> None:
         # Another program may hold the database: say so soon, not after busy_timeout.
         # (Not a Textual timer: this handler holds the screen's message queue meanwhile.)
         queueing = asyncio.ensure_future(
-            engine.outbox.submit(
+            core.sender.submit(
                 self.current_id, text, endpoint=None if self.current else self._new_endpoint
             )
         )
@@ -272,7 +272,7 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         message = result.message
         if self.current is None or self.current.id != message.conversation_id:
             # The first message made the conversation: the draft is now its draft.
-            self.current = await engine.store.get_conversation(message.conversation_id)
+            self.current = await core.store.get_conversation(message.conversation_id)
             self.chat_app.drafts.conversation_id = message.conversation_id
             self.chat.conversation_id = message.conversation_id
             self.app.sub_title = self.current.title if self.current else ""
@@ -296,8 +296,8 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
     async def _answer_offline(self, question: Message) -> None:
         """Show a labelled answer at once (from history, else from the fallback
         endpoint); the question stays queued."""
-        if self.engine is not None:
-            await self.engine.answer_while_offline(question)
+        if self.core is not None:
+            await self.core.answer_while_offline(question)
 
     @on(Composer.Changed)
     def _draft_changed(self) -> None:
@@ -316,7 +316,7 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
         command = BY_ACTION.get(action)
         if command is None or command.app:
             return True
-        if command.can_run(engine=self.engine is not None, conversation=self.current is not None):
+        if command.can_run(core=self.core is not None, conversation=self.current is not None):
             return True
         return None  # greyed out: its key does nothing (on_key says why, where it can)
 

@@ -1,6 +1,6 @@
 """The context window never kills a conversation (issue: "Real models, long conversations").
 
-Unit tests of fitting and of reading overflow errors, then the real engine
+Unit tests of fitting and of reading overflow errors, then the real core
 against the loopback server with a context window of its own: long
 conversations trimmed, overflow errors (llama.cpp, OpenAI, vLLM, LM Studio
 wordings) retried at once, limits learned and remembered, and a single turn
@@ -18,7 +18,7 @@ import pytest
 from chat_tui import context
 from chat_tui.config import ConfigError, load_settings
 from chat_tui.context import fit, parse_overflow
-from chat_tui.engine import Engine
+from chat_tui.core import Core
 from chat_tui.store import Store
 from tests.fault_server import Fault, FaultServer, prompt_tokens
 from tests.helpers import make_settings
@@ -159,15 +159,15 @@ def test_bad_model_settings_are_named(tmp_path: Path, text: str) -> None:
         load_settings(environ={"CHAT_TUI_CONFIG": str(config)})
 
 
-# -- the real engine against a server with a window ------------------------------------------
+# -- the real core against a server with a window ------------------------------------------
 
 
-async def talk(engine: Engine, conversation_id: int | None, texts: list[str]) -> int:
+async def talk(core: Core, conversation_id: int | None, texts: list[str]) -> int:
     """Queue ``texts`` in one conversation and deliver them all; returns its id."""
     for text in texts:
-        result = await engine.outbox.submit(conversation_id, text)
+        result = await core.sender.submit(conversation_id, text)
         conversation_id = result.message.conversation_id
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), 40)
+    await asyncio.wait_for(core.sender.run(until_empty=True), 40)
     assert conversation_id is not None
     return conversation_id
 
@@ -186,12 +186,12 @@ async def test_long_conversation_never_blocked_by_overflow(
     fault_server.overflow_style = style
     settings = make_settings(fault_server.base_url, tmp_path)
     texts = [f"turn {i}: " + "tell me more about the sea " * 8 for i in range(20)]
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        cid = await talk(engine, None, texts)
-        messages = await engine.store.all_messages(cid)
-        conversation = await engine.store.get_conversation(cid)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        cid = await talk(core, None, texts)
+        messages = await core.store.all_messages(cid)
+        conversation = await core.store.get_conversation(cid)
     users = [m for m in messages if m.role == "user"]
     assert [m.state for m in users] == ["delivered"] * 20
     assert all(m.attempts == 0 for m in users)
@@ -219,24 +219,24 @@ async def test_window_from_props_fits_the_first_time_and_is_remembered_offline(
     fault_server.report_context = True
     settings = make_settings(fault_server.base_url, tmp_path)
     texts = [f"q{i} " + "words and more words " * 10 for i in range(12)]
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        await talk(engine, None, texts)
-        stored = await engine.store.context_limit(settings.base_url, settings.model)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        await talk(core, None, texts)
+        stored = await core.store.context_limit(settings.base_url, settings.model)
     assert [r.outcome for r in chat_requests(fault_server)] == ["completed"] * 12
     assert stored is not None and stored[0] == 700 and stored[1] == "server"
     assert stored[2] is not None  # the ratio, calibrated from usage.prompt_tokens
     # Another process, the server no longer answering /props: the stored window is used.
     fault_server.report_context = False
     fault_server.requests.clear()
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        limit = await engine.outbox.context.limit_for(settings.model)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        limit = await core.sender.context.limit_for(settings.model)
         assert limit.window == 700 and limit.source == "server"
-        convs = await engine.store.list_conversations()
-        await talk(engine, convs[0].id, ["and one more " * 10])
+        convs = await core.store.list_conversations()
+        await talk(core, convs[0].id, ["and one more " * 10])
     assert [r.outcome for r in chat_requests(fault_server)] == ["completed"]
 
 
@@ -251,10 +251,10 @@ async def test_setting_beats_server_and_per_model_table(
         context_tokens=100_000,
         models={"test-model": {"context_tokens": 500}},
     )
-    async with await Engine.open(settings) as engine:
-        limit = await engine.outbox.context.limit_for("test-model")
+    async with await Core.open(settings) as core:
+        limit = await core.sender.context.limit_for("test-model")
         assert (limit.window, limit.source) == (500, "setting")
-        other = await engine.outbox.context.limit_for("other-model")
+        other = await core.sender.context.limit_for("other-model")
         assert (other.window, other.source) == (100_000, "setting")
     assert not [r for r in fault_server.requests if r.path == "/props"]
 
@@ -264,13 +264,13 @@ async def test_single_turn_too_long_fails_with_a_reason(
 ) -> None:
     fault_server.context_tokens = 300
     settings = make_settings(fault_server.base_url, tmp_path)
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        first = await engine.outbox.submit(None, "short one")
-        huge = await engine.outbox.submit(first.message.conversation_id, "word " * 2000)
-        await asyncio.wait_for(engine.outbox.run(until_empty=True), 30)
-        failed = await engine.store.get_message(huge.message.id)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        first = await core.sender.submit(None, "short one")
+        huge = await core.sender.submit(first.message.conversation_id, "word " * 2000)
+        await asyncio.wait_for(core.sender.run(until_empty=True), 30)
+        failed = await core.store.get_message(huge.message.id)
     assert failed is not None and failed.state == "failed"
     assert "too long for the model's context window on its own" in (failed.error or "")
     assert "context_tokens" in (failed.error or "")
@@ -285,13 +285,13 @@ async def test_one_overflow_naming_a_tiny_window_trims_to_the_newest_turn(
     """An overflow error out of the blue (OpenAI wording, a 30-token window): the
     request is resent at once with the newest turn only, and delivered."""
     settings = make_settings(fault_server.base_url, tmp_path)
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        cid = await talk(engine, None, ["one", "two"])
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        cid = await talk(core, None, ["one", "two"])
         fault_server.push(Fault("overflow", style="openai", size=30))
-        await talk(engine, cid, ["three"])
-        messages = await engine.store.all_messages(cid)
+        await talk(core, cid, ["three"])
+        messages = await core.store.all_messages(cid)
     assert [m.state for m in messages if m.role == "user"] == ["delivered"] * 3
     resent = chat_requests(fault_server)[-1].body["messages"]
     assert [m["content"] for m in resent] == ["three"]  # trimmed to the newest turn
@@ -335,18 +335,18 @@ async def test_an_overflow_beats_a_setting_that_promises_too_much(
     fault_server.context_tokens = 500
     settings = make_settings(fault_server.base_url, tmp_path, context_tokens=100_000)
     texts = [f"q{i} " + "some words " * 30 for i in range(8)]
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        cid = await talk(engine, None, texts)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        cid = await talk(core, None, texts)
     overflows = [r for r in chat_requests(fault_server) if r.outcome == "overflow"]
     assert overflows  # the setting was believed until the server said otherwise
     # The next process starts from what the server said, not from the setting.
     fault_server.requests.clear()
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        limit = await engine.outbox.context.limit_for(settings.model)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        limit = await core.sender.context.limit_for(settings.model)
         assert (limit.window, limit.source) == (500, "error")
-        await talk(engine, cid, ["one more " * 20])
+        await talk(core, cid, ["one more " * 20])
     assert [r.outcome for r in chat_requests(fault_server)] == ["completed"]

@@ -1,6 +1,6 @@
 """What real servers really send: [DONE] without finish_reason, reasoning deltas and
 inline <think>, usage chunks, servers refusing stream_options, and errors inside
-200 answers. The real client against the loopback server, plus the engine where
+200 answers. The real client against the loopback server, plus the core where
 the result is stored."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from chat_tui.config import Settings
+from chat_tui.core import Core
 from chat_tui.endpoint import (
     AuthError,
     Endpoint,
@@ -21,7 +22,6 @@ from chat_tui.endpoint import (
     ThinkSplitter,
     TransientError,
 )
-from chat_tui.engine import Engine
 from chat_tui.events import ReplyReasoning
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import make_settings
@@ -87,21 +87,21 @@ async def test_reasoning_is_kept_apart_from_the_answer(
 
 
 async def test_reasoning_only_reply_is_stored_and_labelled(
-    engine: Engine, fault_server: FaultServer, events: list[Any]
+    core: Core, fault_server: FaultServer, events: list[Any]
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("reasoning", text="", thinking="Hmm, hard to say."))
-    sent = await engine.outbox.submit(None, "what is the answer?")
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), 20)
-    messages = await engine.store.all_messages(sent.message.conversation_id)
+    sent = await core.sender.submit(None, "what is the answer?")
+    await asyncio.wait_for(core.sender.run(until_empty=True), 20)
+    messages = await core.store.all_messages(sent.message.conversation_id)
     reply = messages[-1]
     assert reply.role == "assistant" and reply.content == ""
     assert reply.meta["reasoning"] == "Hmm, hard to say."
     assert reply.meta["reasoning_only"] is True
     assert [e.text for e in events if isinstance(e, ReplyReasoning)]
     # Never sent back as context: the next request carries the (empty) answer only.
-    await engine.outbox.submit(sent.message.conversation_id, "and now?")
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), 20)
+    await core.sender.submit(sent.message.conversation_id, "and now?")
+    await asyncio.wait_for(core.sender.run(until_empty=True), 20)
     last = [r for r in fault_server.requests if r.path == "/v1/chat/completions"][-1]
     assert "Hmm" not in json.dumps(last.body["messages"])
 
@@ -146,14 +146,14 @@ async def test_a_server_refusing_stream_options_is_asked_again_once_and_remember
 ) -> None:
     fault_server.reject_stream_options = True
     settings = make_settings(fault_server.base_url, tmp_path)
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
         # One conversation, so "two" is sent after "one" is answered: two conversations
         # would race, both asked before the first refusal arrived.
-        first = await engine.outbox.submit(None, "one")
-        await engine.outbox.submit(first.message.conversation_id, "two")
-        await asyncio.wait_for(engine.outbox.run(until_empty=True), 20)
+        first = await core.sender.submit(None, "one")
+        await core.sender.submit(first.message.conversation_id, "two")
+        await asyncio.wait_for(core.sender.run(until_empty=True), 20)
     chats = [r for r in fault_server.requests if r.path == "/v1/chat/completions"]
     assert [("stream_options" in r.body, r.outcome) for r in chats] == [
         (True, "bad_request"),
@@ -162,23 +162,23 @@ async def test_a_server_refusing_stream_options_is_asked_again_once_and_remember
     ]
     # A later process does not ask with it again.
     fault_server.requests.clear()
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        await engine.outbox.submit(None, "three")
-        await asyncio.wait_for(engine.outbox.run(until_empty=True), 20)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        await core.sender.submit(None, "three")
+        await asyncio.wait_for(core.sender.run(until_empty=True), 20)
     chats = [r for r in fault_server.requests if r.path == "/v1/chat/completions"]
     assert [("stream_options" in r.body, r.outcome) for r in chats] == [(False, "completed")]
 
 
 async def test_usage_and_speed_are_stored_with_the_reply(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.reply_delay = 0.05
-    sent = await engine.outbox.submit(None, "count the tokens for me please")
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), 20)
-    reply = (await engine.store.all_messages(sent.message.conversation_id))[-1]
+    sent = await core.sender.submit(None, "count the tokens for me please")
+    await asyncio.wait_for(core.sender.run(until_empty=True), 20)
+    reply = (await core.store.all_messages(sent.message.conversation_id))[-1]
     usage = reply.meta["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["tokens_per_second"] > 0

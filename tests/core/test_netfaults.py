@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from chat_tui.config import Settings
+from chat_tui.core import Core
 from chat_tui.endpoint import Endpoint
-from chat_tui.engine import Engine
 from chat_tui.events import (
     DeliveryProblem,
     ReplyAborted,
@@ -65,15 +65,15 @@ def lab() -> Iterator[NetLab]:
 
 
 @contextlib.asynccontextmanager
-async def running_engine(settings: Settings, events: list[Any]) -> AsyncIterator[Engine]:
-    """An engine as the TUI runs it: watcher and supervised sender."""
-    engine = await Engine.open(settings, listener=events.append)
+async def running_core(settings: Settings, events: list[Any]) -> AsyncIterator[Core]:
+    """An core as the TUI runs it: watcher and supervised sender."""
+    core = await Core.open(settings, listener=events.append)
     try:
-        engine.start_watching()
-        engine.start_delivery()
-        yield engine
+        core.start_watching()
+        core.start_delivery()
+        yield core
     finally:
-        await engine.close()
+        await core.close()
 
 
 def lab_settings(lab: NetLab, tmp: Path, **extra: Any) -> Settings:
@@ -89,24 +89,24 @@ def lab_settings(lab: NetLab, tmp: Path, **extra: Any) -> Settings:
     return make_settings(lab.base_url, tmp, **values)
 
 
-async def state_of(engine: Engine, message_id: int) -> tuple[str, int]:
-    message = await engine.store.get_message(message_id)
+async def state_of(core: Core, message_id: int) -> tuple[str, int]:
+    message = await core.store.get_message(message_id)
     assert message is not None
     return message.state, message.attempts
 
 
-async def wait_delivered(engine: Engine, message_id: int, timeout: float) -> float:
+async def wait_delivered(core: Core, message_id: int, timeout: float) -> float:
     started = time.monotonic()
 
     async def delivered() -> bool:
-        return (await state_of(engine, message_id))[0] == "delivered"
+        return (await state_of(core, message_id))[0] == "delivered"
 
     await wait_until(delivered, timeout, interval=0.05, what=f"message {message_id} delivered")
     return time.monotonic() - started
 
 
-async def replies(engine: Engine, conversation_id: int) -> list[str]:
-    return [m.content for m in await engine.store.all_messages(conversation_id) if m.role != "user"]
+async def replies(core: Core, conversation_id: int) -> list[str]:
+    return [m.content for m in await core.store.all_messages(conversation_id) if m.role != "user"]
 
 
 def started(events: list[Any], message_id: int) -> bool:
@@ -124,27 +124,27 @@ async def test_silent_drop_mid_stream_is_noticed_in_seconds(lab: NetLab, tmp_pat
     """Target: offline shown ≤ 10 s after the last byte (was 29.9 s); no attempt
     charged; the reply stored soon after the link is back."""
     events: list[Any] = []
-    async with running_engine(lab_settings(lab, tmp_path), events) as engine:
-        assert await engine.reachability.wait_online(10)
+    async with running_core(lab_settings(lab, tmp_path), events) as core:
+        assert await core.reachability.wait_online(10)
         lab.push(Fault("slow", seconds=1.0))
-        sent = await engine.outbox.submit(None, "through the tunnel")
+        sent = await core.sender.submit(None, "through the tunnel")
         mid = sent.message.id
         await wait_until(lambda: first_delta(events, mid), 10, what="the first token")
         lab.drop()
         dropped = time.monotonic()
-        await wait_until(lambda: engine.reachability.state == "offline", 15, what="offline")
+        await wait_until(lambda: core.reachability.state == "offline", 15, what="offline")
         noticed = time.monotonic() - dropped
         print(f"silent drop mid-stream → offline shown after {noticed:.1f} s")
         assert noticed <= 10.0
         await wait_until(
             lambda: any(isinstance(e, ReplyAborted) for e in events), 5, what="stream given up"
         )
-        assert await state_of(engine, mid) == ("queued", 0)  # the network's doing: no attempt
+        assert await state_of(core, mid) == ("queued", 0)  # the network's doing: no attempt
         lab.heal()
-        back = await wait_delivered(engine, mid, 20)
+        back = await wait_delivered(core, mid, 20)
         print(f"link back → reply stored after {back:.1f} s")
         assert back <= 2.5 + 5.0  # stream time + 5 s
-        assert await replies(engine, sent.message.conversation_id) == ["echo: through the tunnel"]
+        assert await replies(core, sent.message.conversation_id) == ["echo: through the tunnel"]
 
 
 async def test_message_on_a_dead_pooled_connection_is_given_up_fast(
@@ -153,12 +153,12 @@ async def test_message_on_a_dead_pooled_connection_is_given_up_fast(
     """Target: a message queued into a dead pooled connection is given up ≤ 10 s
     (was 120.7 s), then delivered once the link is back."""
     events: list[Any] = []
-    async with running_engine(lab_settings(lab, tmp_path), events) as engine:
-        assert await engine.reachability.wait_online(10)
-        first = await engine.outbox.submit(None, "one")
-        await wait_delivered(engine, first.message.id, 10)  # its connection is now pooled
+    async with running_core(lab_settings(lab, tmp_path), events) as core:
+        assert await core.reachability.wait_online(10)
+        first = await core.sender.submit(None, "one")
+        await wait_delivered(core, first.message.id, 10)  # its connection is now pooled
         lab.drop()
-        second = await engine.outbox.submit(first.message.conversation_id, "two")
+        second = await core.sender.submit(first.message.conversation_id, "two")
         started = time.monotonic()
         await wait_until(
             lambda: any(
@@ -170,11 +170,11 @@ async def test_message_on_a_dead_pooled_connection_is_given_up_fast(
         given_up = time.monotonic() - started
         print(f"request on a dead pooled connection given up after {given_up:.1f} s")
         assert given_up <= 10.0
-        assert engine.reachability.state == "offline"
-        assert await state_of(engine, second.message.id) == ("queued", 0)
+        assert core.reachability.state == "offline"
+        assert await state_of(core, second.message.id) == ("queued", 0)
         lab.heal()
-        await wait_delivered(engine, second.message.id, 20)
-        assert await replies(engine, first.message.conversation_id) == ["echo: one", "echo: two"]
+        await wait_delivered(core, second.message.id, 20)
+        assert await replies(core, first.message.conversation_id) == ["echo: one", "echo: two"]
 
 
 async def test_resets_mid_stream_cost_no_attempts(lab: NetLab, tmp_path: Path) -> None:
@@ -182,10 +182,10 @@ async def test_resets_mid_stream_cost_no_attempts(lab: NetLab, tmp_path: Path) -
     failed (resets are the network's doing) and is delivered once the link heals."""
     events: list[Any] = []
     settings = lab_settings(lab, tmp_path, max_attempts=1, backoff_base=0.05, backoff_cap=0.2)
-    async with running_engine(settings, events) as engine:
-        assert await engine.reachability.wait_online(10)
+    async with running_core(settings, events) as core:
+        assert await core.reachability.wait_online(10)
         lab.push(*[Fault("slow", seconds=0.5) for _ in range(2)])
-        sent = await engine.outbox.submit(None, "reset me")
+        sent = await core.sender.submit(None, "reset me")
         mid = sent.message.id
         for n in range(1, 3):
 
@@ -198,11 +198,11 @@ async def test_resets_mid_stream_cost_no_attempts(lab: NetLab, tmp_path: Path) -
             await wait_until(deltas, 20, what=f"stream {n} flowing")
             lab.reset()
             await wait_until(aborts, 10, what=f"reset {n} noticed")
-            state, attempts = await state_of(engine, mid)
+            state, attempts = await state_of(core, mid)
             assert (state, attempts) == ("queued", 0), (state, attempts)
             lab.heal()
-        await wait_delivered(engine, mid, 20)
-        assert await replies(engine, sent.message.conversation_id) == ["echo: reset me"]
+        await wait_delivered(core, mid, 20)
+        assert await replies(core, sent.message.conversation_id) == ["echo: reset me"]
 
 
 async def test_stale_connection_is_cut_at_the_stall_limit(lab: NetLab, tmp_path: Path) -> None:
@@ -211,10 +211,10 @@ async def test_stale_connection_is_cut_at_the_stall_limit(lab: NetLab, tmp_path:
     goes out again on a new connection. The default 30 s is in the benchmark."""
     events: list[Any] = []
     settings = lab_settings(lab, tmp_path, stall_timeout=4.0)
-    async with running_engine(settings, events) as engine:
-        assert await engine.reachability.wait_online(10)
+    async with running_core(settings, events) as core:
+        assert await core.reachability.wait_online(10)
         lab.push(Fault("slow", seconds=1.0))
-        sent = await engine.outbox.submit(None, "stale")
+        sent = await core.sender.submit(None, "stale")
         mid = sent.message.id
         await wait_until(lambda: first_delta(events, mid), 10, what="the first token")
         assert lab.kill_established(), "no established connection to kill"
@@ -227,8 +227,8 @@ async def test_stale_connection_is_cut_at_the_stall_limit(lab: NetLab, tmp_path:
         assert 3.0 <= cut <= 4.0 + 2.0
         aborted = next(e for e in events if isinstance(e, ReplyAborted))
         assert "stalled" in aborted.error.reason
-        await wait_delivered(engine, mid, 15)
-        assert await replies(engine, sent.message.conversation_id) == ["echo: stale"]
+        await wait_delivered(core, mid, 15)
+        assert await replies(core, sent.message.conversation_id) == ["echo: stale"]
 
 
 async def test_a_silent_first_token_is_not_cut(lab: NetLab, tmp_path: Path) -> None:
@@ -236,15 +236,15 @@ async def test_a_silent_first_token_is_not_cut(lab: NetLab, tmp_path: Path) -> N
     cut, however short the stall limit (60 s in the benchmark)."""
     events: list[Any] = []
     settings = lab_settings(lab, tmp_path, stall_timeout=1.5)
-    async with running_engine(settings, events) as engine:
-        assert await engine.reachability.wait_online(10)
+    async with running_core(settings, events) as core:
+        assert await core.reachability.wait_online(10)
         lab.push(Fault("think", seconds=4.5))
-        sent = await engine.outbox.submit(None, "think hard")
-        took = await wait_delivered(engine, sent.message.id, 20)
+        sent = await core.sender.submit(None, "think hard")
+        took = await wait_delivered(core, sent.message.id, 20)
         print(f"4.5 s silent first token: delivered after {took:.1f} s, not cut")
         assert not any(isinstance(e, ReplyAborted) for e in events)
         chats = [r for r in lab.requests() if r["path"].endswith("/chat/completions")]
-        assert len(chats) == 1 and engine.reachability.online
+        assert len(chats) == 1 and core.reachability.online
 
 
 async def test_a_new_local_address_drops_the_pool(lab: NetLab, tmp_path: Path) -> None:
@@ -252,23 +252,23 @@ async def test_a_new_local_address_drops_the_pool(lab: NetLab, tmp_path: Path) -
     answers: the change is seen within seconds, the pooled connections dropped,
     and the message delivered from the new address without an attempt charged."""
     events: list[Any] = []
-    async with running_engine(lab_settings(lab, tmp_path), events) as engine:
-        assert await engine.reachability.wait_online(10)
+    async with running_core(lab_settings(lab, tmp_path), events) as core:
+        assert await core.reachability.wait_online(10)
         await asyncio.sleep(0.2)  # the watcher has noted the local address
         lab.push(Fault("slow", seconds=1.0))
-        sent = await engine.outbox.submit(None, "moving")
+        sent = await core.sender.submit(None, "moving")
         mid = sent.message.id
         await wait_until(lambda: first_delta(events, mid), 10, what="the first token")
-        drops = engine.endpoint.pool_drops
+        drops = core.endpoint.pool_drops
         lab.move_client()
         moved = time.monotonic()
-        await wait_until(lambda: engine.endpoint.pool_drops > drops, 10, what="pool dropped")
-        await wait_delivered(engine, mid, 20)
+        await wait_until(lambda: core.endpoint.pool_drops > drops, 10, what="pool dropped")
+        await wait_delivered(core, mid, 20)
         took = time.monotonic() - moved
         print(f"address changed mid-stream → delivered from the new address after {took:.1f} s")
         assert took <= 10.0
-        assert (await state_of(engine, mid))[1] == 0
-        assert await replies(engine, sent.message.conversation_id) == ["echo: moving"]
+        assert (await state_of(core, mid))[1] == 0
+        assert await replies(core, sent.message.conversation_id) == ["echo: moving"]
 
 
 # -- proxies and names -------------------------------------------------------------------------
@@ -288,11 +288,11 @@ async def test_a_dead_proxy_is_named_and_backed_off(
         settings = make_settings(fault_server.base_url, tmp_path, probe_cap=15.0)
         events: list[Any] = []
         seconds = 4.0
-        async with running_engine(settings, events) as engine:
-            assert engine.endpoint.proxy == f"http://127.0.0.1:{proxy.port}"
+        async with running_core(settings, events) as core:
+            assert core.endpoint.proxy == f"http://127.0.0.1:{proxy.port}"
             await asyncio.sleep(seconds)
-            detail = engine.reachability.current.detail
-            assert engine.reachability.state == "offline"
+            detail = core.reachability.current.detail
+            assert core.reachability.state == "offline"
         direct = [r for r in fault_server.requests]
         rate = proxy.accepted / seconds
         print(
@@ -342,14 +342,14 @@ async def test_the_sender_survives_a_lock_held_past_busy_timeout(
     events: list[Any] = []
     settings = make_settings(fault_server.base_url, tmp_path)
     # Queued first, by another process's store, with the sender not yet running.
-    engine = await Engine.open(settings, listener=events.append)
+    core = await Core.open(settings, listener=events.append)
     try:
-        queued = await engine.outbox.submit(None, "waiting behind a lock")
-        async with engine.store._lock:
-            await engine.store._db.execute("PRAGMA busy_timeout = 300")
+        queued = await core.sender.submit(None, "waiting behind a lock")
+        async with core.store._lock:
+            await core.store._db.execute("PRAGMA busy_timeout = 300")
         holder = hold_exclusive(settings.db_path, 2.0)
-        engine.start_watching()
-        sender = engine.start_delivery()
+        core.start_watching()
+        sender = core.start_delivery()
         await wait_until(
             lambda: any(isinstance(e, DeliveryProblem) and e.text for e in events),
             5,
@@ -369,9 +369,9 @@ async def test_the_sender_survives_a_lock_held_past_busy_timeout(
         assert isinstance(events[-1], DeliveryProblem) or any(
             isinstance(e, DeliveryProblem) and e.text is None for e in events
         )
-        assert (await state_of(engine, queued.message.id))[0] == "delivered"
+        assert (await state_of(core, queued.message.id))[0] == "delivered"
     finally:
-        await engine.close()
+        await core.close()
 
 
 async def test_a_full_disk_does_not_stop_the_sender(
@@ -382,15 +382,15 @@ async def test_a_full_disk_does_not_stop_the_sender(
     with tmpfs(tmp_path / "disk") as disk:
         settings = make_settings(fault_server.base_url, tmp_path, data_dir=disk / "data")
         events: list[Any] = []
-        engine = await Engine.open(settings, listener=events.append)
+        core = await Core.open(settings, listener=events.append)
         try:
-            queued = [await engine.outbox.submit(None, f"full disk {n}") for n in range(3)]
+            queued = [await core.sender.submit(None, f"full disk {n}") for n in range(3)]
             # Fold the WAL so the sender's writes need new pages on the full disk.
-            async with engine.store._lock:
-                await engine.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            async with core.store._lock:
+                await core.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = fill(disk)
-            engine.start_watching()
-            sender = engine.start_delivery()
+            core.start_watching()
+            sender = core.start_delivery()
             await wait_until(
                 lambda: any(isinstance(e, DeliveryProblem) and e.text for e in events),
                 10,
@@ -403,12 +403,12 @@ async def test_a_full_disk_does_not_stop_the_sender(
             filler.unlink()
             freed = time.monotonic()
             for sent in queued:
-                await wait_delivered(engine, sent.message.id, 10)
+                await wait_delivered(core, sent.message.id, 10)
             after = time.monotonic() - freed
             print(f"disk freed → 3 messages delivered after {after:.2f} s, no restart")
             assert after <= 5.0 and not sender.done()
         finally:
-            await engine.close()
+            await core.close()
 
 
 async def test_a_reply_arriving_on_a_full_disk_is_kept_until_it_commits(
@@ -421,13 +421,13 @@ async def test_a_reply_arriving_on_a_full_disk_is_kept_until_it_commits(
             fault_server.base_url, tmp_path, data_dir=disk / "data", lease_seconds=2.0
         )
         events: list[Any] = []
-        async with running_engine(settings, events) as engine:
-            assert await engine.reachability.wait_online(5)
+        async with running_core(settings, events) as core:
+            assert await core.reachability.wait_online(5)
             fault_server.push(Fault("think", seconds=1.5))
-            sent = await engine.outbox.submit(None, "expensive question")
+            sent = await core.sender.submit(None, "expensive question")
             await wait_until(lambda: started(events, sent.message.id), 5, what="the request")
-            async with engine.store._lock:
-                await engine.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            async with core.store._lock:
+                await core.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = fill(disk)
             await wait_until(
                 lambda: any(
@@ -439,10 +439,8 @@ async def test_a_reply_arriving_on_a_full_disk_is_kept_until_it_commits(
             )
             await asyncio.sleep(2.5)  # longer than the lease
             filler.unlink()
-            await wait_delivered(engine, sent.message.id, 10)
-            assert await replies(engine, sent.message.conversation_id) == [
-                "echo: expensive question"
-            ]
+            await wait_delivered(core, sent.message.id, 10)
+            assert await replies(core, sent.message.conversation_id) == ["echo: expensive question"]
             chats = [r for r in fault_server.requests if r.path == "/v1/chat/completions"]
             assert len(chats) == 1
 
@@ -454,9 +452,9 @@ async def test_the_sender_loop_survives_its_own_bug(
     tmp_path: Path, fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[Any] = []
-    async with running_engine(make_settings(fault_server.base_url, tmp_path), events) as engine:
-        assert await engine.reachability.wait_online(5)
-        real = engine.store.next_due
+    async with running_core(make_settings(fault_server.base_url, tmp_path), events) as core:
+        assert await core.reachability.wait_online(5)
+        real = core.store.next_due
         calls = 0
 
         async def broken(*args: Any, **kwargs: Any) -> float | None:
@@ -466,9 +464,9 @@ async def test_the_sender_loop_survives_its_own_bug(
                 raise RuntimeError("a bug")
             return await real(*args, **kwargs)
 
-        monkeypatch.setattr(engine.store, "next_due", broken)
-        sent = await engine.outbox.submit(None, "despite the bug")
-        await wait_delivered(engine, sent.message.id, 10)
+        monkeypatch.setattr(core.store, "next_due", broken)
+        sent = await core.sender.submit(None, "despite the bug")
+        await wait_delivered(core, sent.message.id, 10)
         assert calls >= 2
         assert any(
             isinstance(e, DeliveryProblem) and e.text and "RuntimeError" in e.text for e in events
@@ -481,11 +479,9 @@ async def test_a_sender_that_dies_anyway_is_restarted(
     """A failure that escapes the loop's own guard: the supervisor shows it and
     starts the sender again."""
     events: list[Any] = []
-    engine = await Engine.open(
-        make_settings(fault_server.base_url, tmp_path), listener=events.append
-    )
+    core = await Core.open(make_settings(fault_server.base_url, tmp_path), listener=events.append)
     try:
-        real = engine.outbox.run
+        real = core.sender.run
         calls = 0
 
         async def run(**kwargs: Any) -> None:
@@ -495,17 +491,17 @@ async def test_a_sender_that_dies_anyway_is_restarted(
                 raise RuntimeError("escaped the loop")
             await real(**kwargs)
 
-        monkeypatch.setattr(engine.outbox, "run", run)
-        engine.start_watching()
-        sender = engine.start_delivery()
-        sent = await engine.outbox.submit(None, "after a restart")
-        await wait_delivered(engine, sent.message.id, 10)
+        monkeypatch.setattr(core.sender, "run", run)
+        core.start_watching()
+        sender = core.start_delivery()
+        sent = await core.sender.submit(None, "after a restart")
+        await wait_delivered(core, sent.message.id, 10)
         assert calls == 2 and not sender.done()
         assert any(
             isinstance(e, DeliveryProblem) and e.text and "restarting" in e.text for e in events
         )
     finally:
-        await engine.close()
+        await core.close()
 
 
 # -- a sender that slept past its lease --------------------------------------------------------
@@ -519,10 +515,10 @@ async def test_a_reply_taken_over_by_another_sender_withdraws_the_live_one(
     "streaming…" beside the stored reply)."""
     events: list[Any] = []
     settings = make_settings(fault_server.base_url, tmp_path)
-    async with running_engine(settings, events) as engine:
-        assert await engine.reachability.wait_online(5)
+    async with running_core(settings, events) as core:
+        assert await core.reachability.wait_online(5)
         fault_server.push(Fault("think", seconds=1.5))
-        sent = await engine.outbox.submit(None, "who answers")
+        sent = await core.sender.submit(None, "who answers")
         mid = sent.message.id
         await wait_until(lambda: started(events, sent.message.id), 5, what="the request")
         # Another sender takes the lease over (ours ran out while we were stopped).

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chat_tui.engine import Engine
+from chat_tui.core import Core
 from chat_tui.events import ReplyDelta, ReplyStored
 from chat_tui.store import REPLY_OFFSET
 from tests.fault_server import Fault, FaultServer
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @contextlib.asynccontextmanager
-async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(engine.outbox.run())
+async def running(core: Core) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(core.sender.run())
     try:
         yield task
     finally:
@@ -31,25 +31,25 @@ async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def state_of(engine: Engine, message_id: int) -> str | None:
-    message = await engine.store.get_message(message_id)
+async def state_of(core: Core, message_id: int) -> str | None:
+    message = await core.store.get_message(message_id)
     return message.state if message else None
 
 
 async def test_stop_mid_reply_keeps_the_text_as_a_stopped_reply(
-    engine: Engine, fault_server: FaultServer, events: list[Any]
+    core: Core, fault_server: FaultServer, events: list[Any]
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("slow", seconds=0.4))
-    sent = await engine.outbox.submit(None, "tell me a long story")
+    sent = await core.sender.submit(None, "tell me a long story")
     question = sent.message
-    async with running(engine):
+    async with running(core):
         await wait_until(lambda: any(isinstance(e, ReplyDelta) for e in events), 10, what="text")
-        assert await engine.outbox.stop(question.id)
+        assert await core.sender.stop(question.id)
         await wait_until(
             lambda: any(isinstance(e, ReplyStored) for e in events), 5, what="the stopped reply"
         )
-        messages = await engine.store.all_messages(question.conversation_id)
+        messages = await core.store.all_messages(question.conversation_id)
         reply = messages[-1]
         assert reply.role == "assistant" and reply.state == "stopped"
         received = "".join(e.text for e in events if isinstance(e, ReplyDelta))
@@ -57,11 +57,11 @@ async def test_stop_mid_reply_keeps_the_text_as_a_stopped_reply(
             "echo: tell me a long story"
         )
         assert reply.meta["stopped"] is True
-        assert await state_of(engine, question.id) == "delivered"
+        assert await state_of(core, question.id) == "delivered"
         # The next turn carries the partial reply as context.
-        nxt = await engine.outbox.submit(question.conversation_id, "go on")
+        nxt = await core.sender.submit(question.conversation_id, "go on")
         await wait_until(
-            lambda: _is(engine, nxt.message.id, "delivered"), 10, what="next turn delivered"
+            lambda: _is(core, nxt.message.id, "delivered"), 10, what="next turn delivered"
         )
     last = [r for r in fault_server.requests if r.path == "/v1/chat/completions"][-1]
     assert last.body["messages"][:2] == [
@@ -70,56 +70,56 @@ async def test_stop_mid_reply_keeps_the_text_as_a_stopped_reply(
     ]
 
 
-async def _is(engine: Engine, message_id: int, state: str) -> bool:
-    return await state_of(engine, message_id) == state
+async def _is(core: Core, message_id: int, state: str) -> bool:
+    return await state_of(core, message_id) == state
 
 
 @pytest.mark.parametrize("action", ["requeue", "cancel"])
 async def test_stop_before_the_first_byte(
-    engine: Engine, fault_server: FaultServer, action: str
+    core: Core, fault_server: FaultServer, action: str
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("stall_first_byte", seconds=20))
-    sent = await engine.outbox.submit(None, "are you there?")
+    sent = await core.sender.submit(None, "are you there?")
     mid = sent.message.id
-    async with running(engine):
+    async with running(core):
         await wait_until(lambda: any(r.fault for r in fault_server.requests), 5, what="request")
         started = time.monotonic()
-        assert await engine.outbox.stop(mid, action)
+        assert await core.sender.stop(mid, action)
         if action == "cancel":
-            await wait_until(lambda: _is(engine, mid, "cancelled"), 3, what="cancelled")
+            await wait_until(lambda: _is(core, mid, "cancelled"), 3, what="cancelled")
             assert time.monotonic() - started < 1.0
-            assert await engine.store.queue_items() == []
+            assert await core.store.queue_items() == []
         else:
             # Back in the queue with no attempt charged, and sent again at once.
-            await wait_until(lambda: _is(engine, mid, "delivered"), 10, what="resent")
-            message = await engine.store.get_message(mid)
+            await wait_until(lambda: _is(core, mid, "delivered"), 10, what="resent")
+            message = await core.store.get_message(mid)
             assert message is not None and message.attempts == 0
-    messages = await engine.store.all_messages(sent.message.conversation_id)
+    messages = await core.store.all_messages(sent.message.conversation_id)
     assert all(m.state != "stopped" for m in messages)  # nothing came: no stopped reply
 
 
 async def test_cancel_from_another_process_stops_the_holder(
-    engine: Engine, fault_server: FaultServer, cli_env: CliEnv, events: list[Any]
+    core: Core, fault_server: FaultServer, cli_env: CliEnv, events: list[Any]
 ) -> None:
     """`chat-tui cancel ID` while this process holds the lease and streams: the
     holder notices the flag within a second, keeps the text, marks it stopped."""
-    # The engine and the CLI share one database.
-    cli_settings = engine.settings
+    # The core and the CLI share one database.
+    cli_settings = core.settings
     cli_env.env["CHAT_TUI_DATA_DIR"] = str(cli_settings.data_dir)
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("slow", seconds=1.0))
-    sent = await engine.outbox.submit(None, "a slow answer please")
+    sent = await core.sender.submit(None, "a slow answer please")
     mid = sent.message.id
-    async with running(engine):
+    async with running(core):
         await wait_until(lambda: any(isinstance(e, ReplyDelta) for e in events), 10, what="text")
         started = time.monotonic()
         proc = await asyncio.to_thread(cli_env.run, "cancel", str(mid), timeout=20)
         took = time.monotonic() - started
         assert proc.returncode == 0, proc.stderr
         assert "stopped" in proc.stdout
-        assert await state_of(engine, mid) == "delivered"
-    messages = await engine.store.all_messages(sent.message.conversation_id)
+        assert await state_of(core, mid) == "delivered"
+    messages = await core.store.all_messages(sent.message.conversation_id)
     reply = next(m for m in messages if m.seq == sent.message.seq + REPLY_OFFSET)
     assert reply.state == "stopped" and reply.content
     # Within a second of the flag, plus a subprocess start-up (about 1 s on a busy machine).
@@ -127,22 +127,22 @@ async def test_cancel_from_another_process_stops_the_holder(
 
 
 async def test_cancel_from_another_process_before_any_text_cancels(
-    engine: Engine, fault_server: FaultServer, cli_env: CliEnv
+    core: Core, fault_server: FaultServer, cli_env: CliEnv
 ) -> None:
-    cli_env.env["CHAT_TUI_DATA_DIR"] = str(engine.settings.data_dir)
-    await engine.reachability.wait_online(5)
+    cli_env.env["CHAT_TUI_DATA_DIR"] = str(core.settings.data_dir)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("stall_first_byte", seconds=20))
-    sent = await engine.outbox.submit(None, "hello?")
-    async with running(engine):
+    sent = await core.sender.submit(None, "hello?")
+    async with running(core):
         await wait_until(lambda: any(r.fault for r in fault_server.requests), 5, what="request")
         proc = await asyncio.to_thread(cli_env.run, "cancel", str(sent.message.id), timeout=20)
         assert proc.returncode == 0, proc.stderr
         assert "cancelled" in proc.stdout
-    assert await state_of(engine, sent.message.id) == "cancelled"
+    assert await state_of(core, sent.message.id) == "cancelled"
 
 
-async def test_stop_of_a_message_not_being_sent_is_refused(engine: Engine) -> None:
-    sent = await engine.outbox.submit(None, "queued only")
-    assert not await engine.outbox.stop(sent.message.id)
+async def test_stop_of_a_message_not_being_sent_is_refused(core: Core) -> None:
+    sent = await core.sender.submit(None, "queued only")
+    assert not await core.sender.stop(sent.message.id)
     with pytest.raises(ValueError):
-        await engine.outbox.stop(sent.message.id, "explode")
+        await core.sender.stop(sent.message.id, "explode")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from chat_tui.config import ConfigError, EndpointConfig, Settings, load_settings
-from chat_tui.engine import Engine
+from chat_tui.core import Core
 from chat_tui.events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted
 from chat_tui.store import Message
 from tests.fault_server import Fault, FaultServer
@@ -53,21 +53,21 @@ def two_endpoints(tmp: Path, cloud_url: str, local_url: str, **extra: Any) -> Se
 @pytest.fixture
 async def duo(
     tmp_path: Path, cloud: FaultServer, local: FaultServer
-) -> AsyncIterator[tuple[Engine, list[Any]]]:
+) -> AsyncIterator[tuple[Core, list[Any]]]:
     events: list[Any] = []
-    engine = await Engine.open(
+    core = await Core.open(
         two_endpoints(tmp_path, cloud.base_url, local.base_url), listener=events.append
     )
     try:
-        engine.start_watching()
-        engine.start_delivery()
-        yield engine, events
+        core.start_watching()
+        core.start_delivery()
+        yield core, events
     finally:
-        await engine.close()
+        await core.close()
 
 
-async def _message(engine: Engine, message_id: int) -> Message:
-    message = await engine.store.get_message(message_id)
+async def _message(core: Core, message_id: int) -> Message:
+    message = await core.store.get_message(message_id)
     assert message is not None
     return message
 
@@ -76,12 +76,12 @@ def _bodies(server: FaultServer) -> list[str]:
     return [json.dumps(r.body) for r in server.requests if r.path.endswith("/chat/completions")]
 
 
-async def _first_turn_on_cloud(engine: Engine) -> int:
-    first = await engine.outbox.submit(None, "what is a lighthouse", endpoint="cloud")
+async def _first_turn_on_cloud(core: Core) -> int:
+    first = await core.sender.submit(None, "what is a lighthouse", endpoint="cloud")
     cid = first.message.conversation_id
 
     async def delivered() -> bool:
-        return (await _message(engine, first.message.id)).state == "delivered"
+        return (await _message(core, first.message.id)).state == "delivered"
 
     await wait_until(delivered, what="the first question delivered by the cloud")
     return cid
@@ -141,26 +141,26 @@ def test_bad_endpoint_tables_say_why(tmp_path: Path, text: str, words: str) -> N
 
 
 async def test_an_offline_endpoint_holds_only_its_own_conversations(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, _ = duo
+    core, _ = duo
     cloud.stop()
-    on_cloud = await engine.outbox.submit(None, "for the cloud", endpoint="cloud")
-    on_local = await engine.outbox.submit(None, "for the local one", endpoint="local")
+    on_cloud = await core.sender.submit(None, "for the cloud", endpoint="cloud")
+    on_local = await core.sender.submit(None, "for the local one", endpoint="local")
 
     async def local_delivered() -> bool:
-        return (await _message(engine, on_local.message.id)).state == "delivered"
+        return (await _message(core, on_local.message.id)).state == "delivered"
 
     await wait_until(local_delivered, what="the local conversation delivered")
     await wait_until(
-        lambda: engine.links.get("cloud").reachability.state == "offline", what="cloud offline"
+        lambda: core.links.get("cloud").reachability.state == "offline", what="cloud offline"
     )
-    assert (await _message(engine, on_cloud.message.id)).state == "queued"
+    assert (await _message(core, on_cloud.message.id)).state == "queued"
     assert not any("for the cloud" in b for b in _bodies(local))  # never sent elsewhere
     cloud.start()
 
     async def cloud_delivered() -> bool:
-        return (await _message(engine, on_cloud.message.id)).state == "delivered"
+        return (await _message(core, on_cloud.message.id)).state == "delivered"
 
     await wait_until(cloud_delivered, timeout=15, what="the cloud conversation delivered")
     assert cloud.completed_keys()[on_cloud.message.key] == 1
@@ -169,16 +169,16 @@ async def test_an_offline_endpoint_holds_only_its_own_conversations(
 
 
 async def test_moving_a_conversation_sends_its_queue_to_the_new_endpoint(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, _ = duo
+    core, _ = duo
     cloud.stop()
-    queued = await engine.outbox.submit(None, "move me", endpoint="cloud")
-    await engine.store.set_endpoint(queued.message.conversation_id, "local")
-    engine.outbox.wake()
+    queued = await core.sender.submit(None, "move me", endpoint="cloud")
+    await core.store.set_endpoint(queued.message.conversation_id, "local")
+    core.sender.wake()
 
     async def delivered() -> bool:
-        return (await _message(engine, queued.message.id)).state == "delivered"
+        return (await _message(core, queued.message.id)).state == "delivered"
 
     await wait_until(delivered, what="delivered by the endpoint it moved to")
     assert local.completed_keys()[queued.message.key] == 1
@@ -188,16 +188,16 @@ async def test_moving_a_conversation_sends_its_queue_to_the_new_endpoint(
 
 
 async def test_fallback_answers_at_once_and_the_primary_never_sees_it(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, events = duo
-    cid = await _first_turn_on_cloud(engine)
+    core, events = duo
+    cid = await _first_turn_on_cloud(core)
     cloud.stop()
-    engine.links.get("cloud").reachability.report_unreachable("cable pulled")
-    result = await engine.outbox.submit(cid, "and a second question about lighthouses")
+    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    result = await core.sender.submit(cid, "and a second question about lighthouses")
     question = result.message
 
-    notice = await asyncio.wait_for(engine.answer_while_offline(question), 10)
+    notice = await asyncio.wait_for(core.answer_while_offline(question), 10)
     assert notice is not None and notice.role == "notice"
     assert notice.content == LOCAL_TEXT
     assert notice.meta["kind"] == "fallback_answer"
@@ -213,14 +213,14 @@ async def test_fallback_answers_at_once_and_the_primary_never_sees_it(
     assert asked.body["model"] == "local-model"
     assert asked.idempotency_key != question.key
     # Still queued for the cloud; it goes out when the cloud is back.
-    assert (await _message(engine, question.id)).state in ("queued", "sending")
+    assert (await _message(core, question.id)).state in ("queued", "sending")
     cloud.start()
 
     async def delivered() -> bool:
-        return (await _message(engine, question.id)).state == "delivered"
+        return (await _message(core, question.id)).state == "delivered"
 
     await wait_until(delivered, timeout=15, what="the real reply from the cloud")
-    messages = await engine.store.all_messages(cid)
+    messages = await core.store.all_messages(cid)
     order = [(m.role, m.meta.get("kind")) for m in messages if m.seq >= question.seq]
     assert order == [("user", None), ("notice", "fallback_answer"), ("assistant", None)]
     assert messages[-1].content == f"echo: {question.content}"
@@ -228,10 +228,10 @@ async def test_fallback_answers_at_once_and_the_primary_never_sees_it(
         assert "LOCAL-ANSWER-7f3a" not in body
     assert cloud.completed_keys()[question.key] == 1
     # …and later requests never carry it either.
-    third = await engine.outbox.submit(cid, "a third one")
+    third = await core.sender.submit(cid, "a third one")
 
     async def third_delivered() -> bool:
-        return (await _message(engine, third.message.id)).state == "delivered"
+        return (await _message(core, third.message.id)).state == "delivered"
 
     await wait_until(third_delivered, what="the third question delivered")
     last = [r for r in cloud.requests if r.path.endswith("/chat/completions")][-1]
@@ -240,90 +240,90 @@ async def test_fallback_answers_at_once_and_the_primary_never_sees_it(
 
 
 async def test_history_answers_come_first_and_both_down_means_only_the_queue(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, _ = duo
-    cid = await _first_turn_on_cloud(engine)
+    core, _ = duo
+    cid = await _first_turn_on_cloud(core)
     cloud.stop()
-    engine.links.get("cloud").reachability.report_unreachable("cable pulled")
+    core.links.get("cloud").reachability.report_unreachable("cable pulled")
     # A question asked before: history answers, the local model is not asked.
-    again = await engine.outbox.submit(cid, "What is a lighthouse?")
-    notice = await engine.answer_while_offline(again.message)
+    again = await core.sender.submit(cid, "What is a lighthouse?")
+    notice = await core.answer_while_offline(again.message)
     assert notice is not None and notice.meta["kind"] == "offline_answer"
     assert _bodies(local) == []
     # Both down: no local answer, the question waits in the queue.
     local.stop()
-    engine.links.get("local").reachability.report_unreachable("no local server")
-    fresh = await engine.outbox.submit(cid, "something never asked before, about tides")
-    assert await engine.answer_while_offline(fresh.message) is None
-    assert (await _message(engine, fresh.message.id)).state in ("queued", "sending")
-    kinds = [m.meta.get("kind") for m in await engine.store.all_messages(cid)]
+    core.links.get("local").reachability.report_unreachable("no local server")
+    fresh = await core.sender.submit(cid, "something never asked before, about tides")
+    assert await core.answer_while_offline(fresh.message) is None
+    assert (await _message(core, fresh.message.id)).state in ("queued", "sending")
+    kinds = [m.meta.get("kind") for m in await core.store.all_messages(cid)]
     assert "fallback_answer" not in kinds
 
 
 async def test_a_failing_fallback_changes_nothing_for_the_queued_question(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, events = duo
-    cid = await _first_turn_on_cloud(engine)
+    core, events = duo
+    cid = await _first_turn_on_cloud(core)
     cloud.stop()
-    engine.links.get("cloud").reachability.report_unreachable("cable pulled")
+    core.links.get("cloud").reachability.report_unreachable("cable pulled")
     local.push(Fault("cut", after_chunks=1))
-    question = (await engine.outbox.submit(cid, "a question the local model chokes on")).message
-    assert await engine.answer_while_offline(question) is None
+    question = (await core.sender.submit(cid, "a question the local model chokes on")).message
+    assert await core.answer_while_offline(question) is None
     assert any(isinstance(e, LocalAnswerEnded) and e.error for e in events)
-    assert (await _message(engine, question.id)).state in ("queued", "sending")
+    assert (await _message(core, question.id)).state in ("queued", "sending")
     cloud.start()
 
     async def delivered() -> bool:
-        return (await _message(engine, question.id)).state == "delivered"
+        return (await _message(core, question.id)).state == "delivered"
 
     await wait_until(delivered, timeout=15, what="the cloud reply after a failed fallback")
-    assert [m.role for m in await engine.store.all_messages(cid)][-2:] == ["user", "assistant"]
+    assert [m.role for m in await core.store.all_messages(cid)][-2:] == ["user", "assistant"]
 
 
 async def test_keeping_the_local_answer_cancels_the_question(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, _ = duo
-    cid = await _first_turn_on_cloud(engine)
+    core, _ = duo
+    cid = await _first_turn_on_cloud(core)
     cloud.stop()
-    engine.links.get("cloud").reachability.report_unreachable("cable pulled")
-    question = (await engine.outbox.submit(cid, "good enough from the local model?")).message
-    assert await engine.answer_while_offline(question) is not None
-    kept = await engine.outbox.cancel(question.id)  # the TUI's key and `chat-tui cancel`
+    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    question = (await core.sender.submit(cid, "good enough from the local model?")).message
+    assert await core.answer_while_offline(question) is not None
+    kept = await core.sender.cancel(question.id)  # the TUI's key and `chat-tui cancel`
     assert kept.state == "cancelled"
     cloud.start()
     await wait_until(
-        lambda: engine.links.get("cloud").reachability.online, timeout=15, what="cloud back"
+        lambda: core.links.get("cloud").reachability.online, timeout=15, what="cloud back"
     )
-    after = await engine.outbox.submit(cid, "next question")
+    after = await core.sender.submit(cid, "next question")
 
     async def delivered() -> bool:
-        return (await _message(engine, after.message.id)).state == "delivered"
+        return (await _message(core, after.message.id)).state == "delivered"
 
     await wait_until(delivered, what="the next question delivered")
     assert question.key not in cloud.completed_keys()
     assert not any("good enough" in b for b in _bodies(cloud))
-    notices = [m for m in await engine.store.all_messages(cid) if m.role == "notice"]
+    notices = [m for m in await core.store.all_messages(cid) if m.role == "notice"]
     assert [n.content for n in notices] == [LOCAL_TEXT]  # the local answer is kept
 
 
 async def test_the_fallback_answer_can_be_stopped_and_keeps_what_came(
-    duo: tuple[Engine, list[Any]], cloud: FaultServer, local: FaultServer
+    duo: tuple[Core, list[Any]], cloud: FaultServer, local: FaultServer
 ) -> None:
-    engine, events = duo
+    core, events = duo
     local.reply_delay = 0.2  # a slow local model: each piece 0.2 s apart
     local.reply_fn = lambda body: "one two three four five six seven eight nine ten " * 3
-    cid = await _first_turn_on_cloud(engine)
+    cid = await _first_turn_on_cloud(core)
     cloud.stop()
-    engine.links.get("cloud").reachability.report_unreachable("cable pulled")
-    question = (await engine.outbox.submit(cid, "tell me slowly")).message
-    task = asyncio.ensure_future(engine.answer_while_offline(question))
+    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    question = (await core.sender.submit(cid, "tell me slowly")).message
+    task = asyncio.ensure_future(core.answer_while_offline(question))
     await wait_until(
         lambda: any(isinstance(e, LocalAnswerDelta) for e in events), what="a first piece"
     )
-    assert engine.stop_fallback(question.id)
+    assert core.stop_fallback(question.id)
     notice = await asyncio.wait_for(task, 5)
     assert notice is not None and notice.meta.get("stopped") is True
     assert 0 < len(notice.content) < len("one two three four five six seven eight nine ten " * 3)
@@ -346,23 +346,23 @@ async def test_real_llama_server_answers_while_the_cloud_is_away(
         read_timeout=60.0,
     )
     events: list[Any] = []
-    async with await Engine.open(settings, listener=events.append) as engine:
-        engine.start_watching()
-        engine.start_delivery()
-        first = await engine.outbox.submit(None, "Say hello.")
+    async with await Core.open(settings, listener=events.append) as core:
+        core.start_watching()
+        core.start_delivery()
+        first = await core.sender.submit(None, "Say hello.")
         cid = first.message.conversation_id
 
         async def delivered(mid: int) -> bool:
-            return (await _message(engine, mid)).state == "delivered"
+            return (await _message(core, mid)).state == "delivered"
 
         await wait_until(lambda: delivered(first.message.id), what="first reply from the cloud")
         cloud.stop()
-        engine.reachability.report_unreachable("cable pulled")
+        core.reachability.report_unreachable("cable pulled")
         await wait_until(
-            lambda: engine.links.get("local").reachability.online, timeout=30, what="llama up"
+            lambda: core.links.get("local").reachability.online, timeout=30, what="llama up"
         )
-        question = (await engine.outbox.submit(cid, "Name a colour of the sky.")).message
-        notice = await asyncio.wait_for(engine.answer_while_offline(question), 60)
+        question = (await core.sender.submit(cid, "Name a colour of the sky.")).message
+        notice = await asyncio.wait_for(core.answer_while_offline(question), 60)
         assert notice is not None and notice.content.strip()
         assert notice.meta["label"] == "answered by smollm2 on local while default is offline"
         assert any(isinstance(e, LocalAnswerDelta) for e in events)

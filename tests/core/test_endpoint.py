@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chat_tui.config import Settings
+from chat_tui.core import Core
 from chat_tui.endpoint import (
     CAP_MARKER,
     AuthError,
@@ -25,7 +26,6 @@ from chat_tui.endpoint import (
     TransientError,
     UnreachableError,
 )
-from chat_tui.engine import Engine
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import wait_settled, wait_until
 
@@ -360,13 +360,13 @@ async def test_bad_utf8_delivers_with_nul_removed(
 
 
 async def test_idempotency_key_is_message_key_on_every_attempt(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
     fault_server.push(Fault("status", status=500), Fault("cut"), Fault("status", status=503))
-    result = await engine.outbox.submit(None, "keyed")
+    result = await core.sender.submit(None, "keyed")
     key = result.message.key
     assert key
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), 15)
+    await asyncio.wait_for(core.sender.run(until_empty=True), 15)
     chats = [r for r in fault_server.requests if r.path == "/v1/chat/completions"]
     assert len(chats) == 4
     assert {r.headers.get("Idempotency-Key") for r in chats} == {key}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from chat_tui.config import Settings
-from chat_tui.engine import Engine
+from chat_tui.core import Core
 from chat_tui.events import ReplyDelta, ReplyStored
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import MessageView
@@ -46,8 +46,8 @@ def real_settings(server: LlamaServer, tmp: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-async def deliver_all(engine: Engine, timeout: float) -> None:
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), timeout)
+async def deliver_all(core: Core, timeout: float) -> None:
+    await asyncio.wait_for(core.sender.run(until_empty=True), timeout)
 
 
 async def test_fifteen_turns_with_a_1024_token_window_are_all_answered(
@@ -74,22 +74,22 @@ async def test_fifteen_turns_with_a_1024_token_window_are_all_answered(
         "clouds",
         "stars",
     ]
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(30)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(30)
         conversation_id = None
         for topic in topics:
             text = (
                 f"Please tell me one short fact about {topic}. I am writing a long school "
                 f"report about nature and {topic} is one of its chapters, so be precise."
             )
-            sent = await engine.outbox.submit(conversation_id, text)
+            sent = await core.sender.submit(conversation_id, text)
             conversation_id = sent.message.conversation_id
-        await deliver_all(engine, 800)
+        await deliver_all(core, 800)
         assert conversation_id is not None
-        messages = await engine.store.all_messages(conversation_id)
-        conversation = await engine.store.get_conversation(conversation_id)
-        limit = await engine.outbox.context.limit_for("smollm2")
+        messages = await core.store.all_messages(conversation_id)
+        conversation = await core.store.get_conversation(conversation_id)
+        limit = await core.sender.context.limit_for("smollm2")
     users = [m for m in messages if m.role == "user"]
     replies = [m for m in messages if m.role == "assistant"]
     assert [m.state for m in users] == ["delivered"] * 15
@@ -138,17 +138,17 @@ async def test_stop_mid_reply_keeps_what_came(
 ) -> None:
     settings = real_settings(llama_server, tmp_path, max_reply_tokens=400)
     events: list[Any] = []
-    async with await Engine.open(settings, listener=events.append) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(30)
-        sent = await engine.outbox.submit(None, "Write a very long story about a dragon.")
-        sender = asyncio.create_task(engine.outbox.run())
+    async with await Core.open(settings, listener=events.append) as core:
+        core.start_watching()
+        await core.reachability.wait_online(30)
+        sent = await core.sender.submit(None, "Write a very long story about a dragon.")
+        sender = asyncio.create_task(core.sender.run())
         try:
             deadline = time.monotonic() + 300
             while sum(isinstance(e, ReplyDelta) for e in events) < 3:
                 assert time.monotonic() < deadline, "no text from the model"
                 await asyncio.sleep(0.05)
-            assert await engine.outbox.stop(sent.message.id)
+            assert await core.sender.stop(sent.message.id)
             while not any(isinstance(e, ReplyStored) for e in events):
                 assert time.monotonic() < deadline, "the stop was not stored"
                 await asyncio.sleep(0.05)
@@ -156,12 +156,12 @@ async def test_stop_mid_reply_keeps_what_came(
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
     # The next turn (a short reply this time) goes out with the partial reply as context.
-    async with await Engine.open(real_settings(llama_server, tmp_path)) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(30)
-        await engine.outbox.submit(sent.message.conversation_id, "Go on.")
-        await deliver_all(engine, 300)
-        messages = await engine.store.all_messages(sent.message.conversation_id)
+    async with await Core.open(real_settings(llama_server, tmp_path)) as core:
+        core.start_watching()
+        await core.reachability.wait_online(30)
+        await core.sender.submit(sent.message.conversation_id, "Go on.")
+        await deliver_all(core, 300)
+        messages = await core.store.all_messages(sent.message.conversation_id)
     stopped = messages[1]
     assert stopped.role == "assistant" and stopped.state == "stopped" and stopped.content
     assert messages[0].state == "delivered"
@@ -195,14 +195,14 @@ async def test_no_stream_mode(
     tmp_path: Path,
 ) -> None:
     settings = real_settings(llama_server, tmp_path, stream=False)
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(30)
-        sent = await engine.outbox.submit(None, "Name a colour.")
-        second = await engine.outbox.submit(sent.message.conversation_id, "Another one?")
-        await deliver_all(engine, 600)
-        messages = await engine.store.all_messages(sent.message.conversation_id)
-        assert (await engine.store.get_message(second.message.id)).state == "delivered"
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(30)
+        sent = await core.sender.submit(None, "Name a colour.")
+        second = await core.sender.submit(sent.message.conversation_id, "Another one?")
+        await deliver_all(core, 600)
+        messages = await core.store.all_messages(sent.message.conversation_id)
+        assert (await core.store.get_message(second.message.id)).state == "delivered"
     replies = [m for m in messages if m.role == "assistant"]
     assert len(replies) == 2 and all(r.state == "complete" for r in replies)
     assert all(r.meta["usage"]["completion_tokens"] > 0 for r in replies)
@@ -215,8 +215,8 @@ async def test_overflow_from_the_real_server_is_learned_and_trimmed(
     """A setting that promises more than the server has (4096 vs -c 1024): llama.cpp's
     overflow error is read, its window believed, the request trimmed and resent at once."""
     settings = real_settings(llama_server, tmp_path, context_tokens=4096)
-    async with await Engine.open(settings) as engine:
-        store = engine.store
+    async with await Core.open(settings) as core:
+        store = core.store
         # An earlier conversation of about 2,500 tokens, written as if it had been answered.
         first, _ = await store.enqueue(None, "Tell me about rivers. " * 20)
         cid = first.conversation_id
@@ -225,10 +225,10 @@ async def test_overflow_from_the_real_server_is_learned_and_trimmed(
             claim = await store.claim_next("seed", lease_seconds=30)
             assert claim is not None and claim.message.id == message.id
             await store.complete(message.id, "seed", "Rivers flow to the sea. " * 25)
-        engine.start_watching()
-        await engine.reachability.wait_online(30)
-        sent = await engine.outbox.submit(cid, "What did we talk about?")
-        await deliver_all(engine, 300)
+        core.start_watching()
+        await core.reachability.wait_online(30)
+        sent = await core.sender.submit(cid, "What did we talk about?")
+        await deliver_all(core, 300)
         question = await store.get_message(sent.message.id)
         learned = await store.context_limit(settings.base_url, "smollm2")
         conversation = await store.get_conversation(cid)

@@ -1,9 +1,9 @@
-"""Fixtures of the engine tests: an event list and a real engine on the loopback fault
+"""Fixtures of the core tests: an event list and a real core on the loopback fault
 server (with ``settings`` from tests/conftest.py), and the real llama.cpp server
 (``llama_server``, skipped with the reason printed when ``scripts/prepare_llama.py`` has
 not prepared it).
 
-The tests here drive the headless core (outbox, endpoint, engine) in the test process
+The tests here drive the headless core (outbox, endpoint, core) in the test process
 or as `python -m chat_tui sync` processes: no widgets.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chat_tui.config import Settings
-from chat_tui.engine import Engine
+from chat_tui.core import Core
 from tests.llama import llama_server  # noqa: F401 - the fixture, used by name
 
 
@@ -25,9 +25,9 @@ def events() -> list[Any]:
 
 
 @pytest.fixture
-async def engine(settings: Settings, events: list[Any]) -> AsyncIterator[Engine]:
-    """An open engine (reachability watcher running, no sender started)."""
-    eng = await Engine.open(settings, listener=events.append)
+async def core(settings: Settings, events: list[Any]) -> AsyncIterator[Core]:
+    """An open core (reachability watcher running, no sender started)."""
+    eng = await Core.open(settings, listener=events.append)
     try:
         eng.start_watching()
         yield eng

@@ -1,4 +1,4 @@
-"""End-to-end delivery: the real engine, a real SQLite file, a real loopback server.
+"""End-to-end delivery: the real core, a real SQLite file, a real loopback server.
 
 These are the acceptance tests of docs/architecture.md "One path for every message":
 order and context, outages, every transient fault, permanent failures, auth
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from chat_tui.config import Settings
-from chat_tui.engine import Engine
-from chat_tui.outbox import MessageChanged, ReplyAborted, ReplyStored
+from chat_tui.core import Core
+from chat_tui.events import MessageChanged, ReplyAborted, ReplyStored
 from chat_tui.store import REPLY_OFFSET, Message, Store
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import make_settings, wait_settled, wait_until
@@ -29,14 +29,14 @@ pytestmark = pytest.mark.timeout(60)
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def run_until_empty(engine: Engine, timeout: float = 20.0) -> None:
-    await asyncio.wait_for(engine.outbox.run(until_empty=True), timeout)
+async def run_until_empty(core: Core, timeout: float = 20.0) -> None:
+    await asyncio.wait_for(core.sender.run(until_empty=True), timeout)
 
 
 @contextlib.asynccontextmanager
-async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
+async def running(core: Core) -> AsyncIterator[asyncio.Task[None]]:
     """The sender running in the background (as in the TUI) for the block."""
-    task = asyncio.create_task(engine.outbox.run())
+    task = asyncio.create_task(core.sender.run())
     try:
         yield task
     finally:
@@ -88,14 +88,14 @@ def user_turns(request_body: dict) -> list[str]:
 
 async def test_in_order_with_full_history(tmp_path: Path, fault_server: FaultServer) -> None:
     settings = make_settings(fault_server.base_url, tmp_path, system_prompt="Be brief.")
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        first = await engine.outbox.submit(None, "one")
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        first = await core.sender.submit(None, "one")
         cid = first.message.conversation_id
         for text in ("two", "three", "four"):
-            await engine.outbox.submit(cid, text)
-        await run_until_empty(engine)
-        await assert_all_delivered_once(engine.store, fault_server, [cid])
+            await core.sender.submit(cid, text)
+        await run_until_empty(core)
+        await assert_all_delivered_once(core.store, fault_server, [cid])
 
     bodies = [r.body for r in chat_requests(fault_server)]
     assert len(bodies) == 4
@@ -115,46 +115,46 @@ async def test_endpoint_down_then_back(settings: Settings, fault_server: FaultSe
         if isinstance(event, ReplyStored):
             stored_at.append(time.monotonic())
 
-    async with await Engine.open(settings, listener=listener) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
+    async with await Core.open(settings, listener=listener) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
         fault_server.stop()
         cids: list[int] = []
         for c in range(3):
-            r = await engine.outbox.submit(None, f"c{c} m0")
+            r = await core.sender.submit(None, f"c{c} m0")
             cids.append(r.message.conversation_id)
             for i in range(1, 3):
-                await engine.outbox.submit(r.message.conversation_id, f"c{c} m{i}")
-        await _down_then_back(engine, fault_server, stored_at, cids)
+                await core.sender.submit(r.message.conversation_id, f"c{c} m{i}")
+        await _down_then_back(core, fault_server, stored_at, cids)
 
 
-def count_probes(engine: Engine) -> list[str]:
+def count_probes(core: Core) -> list[str]:
     """Record the result of every reachability probe from now on."""
     results: list[str] = []
-    real_probe = engine.endpoint.probe
+    real_probe = core.endpoint.probe
 
     async def probe(*args: Any, **kwargs: Any) -> Any:
         result = await real_probe(*args, **kwargs)
         results.append(result.state)
         return result
 
-    engine.endpoint.probe = probe  # type: ignore[method-assign]
+    core.endpoint.probe = probe  # type: ignore[method-assign]
     return results
 
 
 async def _down_then_back(
-    engine: Engine, fault_server: FaultServer, stored_at: list[float], cids: list[int]
+    core: Core, fault_server: FaultServer, stored_at: list[float], cids: list[int]
 ) -> None:
-    probes = count_probes(engine)
-    async with running(engine):
-        await wait_until(lambda: engine.reachability.state == "offline", what="offline")
+    probes = count_probes(core)
+    async with running(core):
+        await wait_until(lambda: core.reachability.state == "offline", what="offline")
         # Down for a while: several probes fail.
         await wait_until(lambda: probes.count("offline") >= 3, what="three failed probes")
         # Offline for a while: nothing is charged, nothing fails.
-        await wait_until(lambda: not engine.outbox.sending, what="attempt given back")
-        counts = await engine.store.counts()
+        await wait_until(lambda: not core.sender.sending, what="attempt given back")
+        counts = await core.store.counts()
         assert counts["queued"] == 9 and counts["failed"] == 0
-        assert all(i.message.attempts == 0 for i in await engine.store.queue_items())
+        assert all(i.message.attempts == 0 for i in await core.store.queue_items())
 
         fault_server.start()  # the same port
         back = time.monotonic()
@@ -162,7 +162,7 @@ async def _down_then_back(
         assert stored_at[0] - back < 2.5, f"first reply {stored_at[0] - back:.2f} s after return"
         await wait_until(lambda: len(stored_at) == 9, timeout=15, what="all replies")
 
-    await assert_all_delivered_once(engine.store, fault_server, cids)
+    await assert_all_delivered_once(core.store, fault_server, cids)
     # In order per conversation: each request's user turns are the prefix so far.
     for c in range(3):
         seen = [
@@ -194,16 +194,16 @@ TRANSIENT = [
     ids=["500", "503", "429-retry-after", "hang", "reset", "cut", "no_finish", "malformed", "html"],
 )
 async def test_transient_fault_is_delivered_exactly_once(
-    engine: Engine, fault_server: FaultServer, events: list[Any], fault: Fault, charged: bool
+    core: Core, fault_server: FaultServer, events: list[Any], fault: Fault, charged: bool
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(fault)
-    first = await engine.outbox.submit(None, "question one")
+    first = await core.sender.submit(None, "question one")
     cid = first.message.conversation_id
-    await engine.outbox.submit(cid, "question two")
-    await run_until_empty(engine, 25)
+    await core.sender.submit(cid, "question two")
+    await run_until_empty(core, 25)
 
-    await assert_all_delivered_once(engine.store, fault_server, [cid])
+    await assert_all_delivered_once(core.store, fault_server, [cid])
     assert fault_server.queued_faults() == 0
     reqs = [r for r in chat_requests(fault_server) if r.idempotency_key == first.message.key]
     assert len(reqs) == 2
@@ -232,40 +232,38 @@ async def test_transient_fault_is_delivered_exactly_once(
 
 
 async def test_400_fails_and_blocks_only_its_conversation(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("status", status=400))
-    bad = await engine.outbox.submit(None, "bad one")
-    later = await engine.outbox.submit(bad.message.conversation_id, "after the bad one")
-    good = await engine.outbox.submit(None, "good one")
-    await engine.outbox.submit(good.message.conversation_id, "good two")
-    await run_until_empty(engine)
+    bad = await core.sender.submit(None, "bad one")
+    later = await core.sender.submit(bad.message.conversation_id, "after the bad one")
+    good = await core.sender.submit(None, "good one")
+    await core.sender.submit(good.message.conversation_id, "good two")
+    await run_until_empty(core)
 
-    failed = await engine.store.get_message(bad.message.id)
+    failed = await core.store.get_message(bad.message.id)
     assert failed.state == "failed"
     assert "400" in failed.error and "Injected fault" in failed.error
-    assert (await engine.store.get_message(later.message.id)).state == "queued"
-    await assert_all_delivered_once(engine.store, fault_server, [good.message.conversation_id])
+    assert (await core.store.get_message(later.message.id)).state == "queued"
+    await assert_all_delivered_once(core.store, fault_server, [good.message.conversation_id])
     keys = {r.idempotency_key for r in chat_requests(fault_server)}
     assert later.message.key not in keys  # never sent
 
     # The user retries: the conversation goes on, in order.
-    await engine.outbox.retry(bad.message.id)
-    await run_until_empty(engine)
-    await assert_all_delivered_once(engine.store, fault_server, [bad.message.conversation_id])
+    await core.sender.retry(bad.message.id)
+    await run_until_empty(core)
+    await assert_all_delivered_once(core.store, fault_server, [bad.message.conversation_id])
 
 
-async def test_401_pauses_delivery_without_failing(
-    engine: Engine, fault_server: FaultServer
-) -> None:
-    await engine.reachability.wait_online(5)
+async def test_401_pauses_delivery_without_failing(core: Core, fault_server: FaultServer) -> None:
+    await core.reachability.wait_online(5)
     fault_server.mode = "auth"
-    a = await engine.outbox.submit(None, "a question")
-    b = await engine.outbox.submit(None, "b question")
-    async with running(engine):
-        await wait_until(lambda: engine.reachability.state == "auth_error", what="auth_error")
-        await wait_until(lambda: not engine.outbox.sending, what="in-flight sends settled")
+    a = await core.sender.submit(None, "a question")
+    b = await core.sender.submit(None, "b question")
+    async with running(core):
+        await wait_until(lambda: core.reachability.state == "auth_error", what="auth_error")
+        await wait_until(lambda: not core.sender.sending, what="in-flight sends settled")
         # At most one 401 per conversation that was already in flight...
         sent = len(chat_requests(fault_server))
         assert 1 <= sent <= 2
@@ -275,18 +273,18 @@ async def test_401_pauses_delivery_without_failing(
             lambda: len(model_requests(fault_server)) >= probes + 2, what="two more probes"
         )
         assert len(chat_requests(fault_server)) == sent
-        assert engine.reachability.state == "auth_error"
-        counts = await engine.store.counts()
+        assert core.reachability.state == "auth_error"
+        counts = await core.store.counts()
         assert counts["failed"] == 0 and counts["delivered"] == 0
         assert counts["queued"] == 2
-        assert all(i.message.attempts == 0 for i in await engine.store.queue_items())
+        assert all(i.message.attempts == 0 for i in await core.store.queue_items())
 
         fault_server.mode = "ok"
         await wait_until(
-            _all_delivered(engine.store), timeout=10, what="delivery after the key works"
+            _all_delivered(core.store), timeout=10, what="delivery after the key works"
         )
     await assert_all_delivered_once(
-        engine.store, fault_server, [a.message.conversation_id, b.message.conversation_id]
+        core.store, fault_server, [a.message.conversation_id, b.message.conversation_id]
     )
 
 
@@ -304,11 +302,11 @@ def _all_delivered(store: Store):
 async def test_max_attempts_then_failed(tmp_path: Path, fault_server: FaultServer) -> None:
     settings = make_settings(fault_server.base_url, tmp_path, max_attempts=3)
     fault_server.push(*[Fault("status", status=500) for _ in range(10)])
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        r = await engine.outbox.submit(None, "doomed")
-        await run_until_empty(engine)
-        m = await engine.store.get_message(r.message.id)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        r = await core.sender.submit(None, "doomed")
+        await run_until_empty(core)
+        m = await core.store.get_message(r.message.id)
     assert m.state == "failed" and m.attempts == 3 and "500" in m.error
     assert len(chat_requests(fault_server)) == 3
     assert not fault_server.completed_keys()
@@ -316,41 +314,41 @@ async def test_max_attempts_then_failed(tmp_path: Path, fault_server: FaultServe
 
 async def test_offline_waiting_costs_no_attempts(tmp_path: Path, fault_server: FaultServer) -> None:
     settings = make_settings(fault_server.base_url, tmp_path, max_attempts=2)
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
         fault_server.stop()
-        probes = count_probes(engine)
-        r = await engine.outbox.submit(None, "patient")
-        async with running(engine):
+        probes = count_probes(core)
+        r = await core.sender.submit(None, "patient")
+        async with running(core):
             # The send hits a refused connection; then several probes fail.
             await wait_until(
                 lambda: probes.count("offline") >= 3, timeout=10, what="several offline probes"
             )
-            m = await engine.store.get_message(r.message.id)
+            m = await core.store.get_message(r.message.id)
             assert m.state == "queued" and m.attempts == 0
             assert m.error and "connect" in m.error  # it was tried, and not charged
             fault_server.start()
-            await wait_until(_all_delivered(engine.store), timeout=10, what="delivery")
-        await assert_all_delivered_once(engine.store, fault_server, [r.message.conversation_id])
+            await wait_until(_all_delivered(core.store), timeout=10, what="delivery")
+        await assert_all_delivered_once(core.store, fault_server, [r.message.conversation_id])
 
 
 async def test_restart_during_backoff_keeps_schedule(
     settings: Settings, fault_server: FaultServer
 ) -> None:
     fault_server.push(Fault("status", status=429, headers={"Retry-After": "2"}))
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        r = await engine.outbox.submit(None, "after a restart")
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        r = await core.sender.submit(None, "after a restart")
         mid = r.message.id
 
         async def charged() -> bool:
-            m = await engine.store.get_message(mid)
+            m = await core.store.get_message(mid)
             return m.attempts == 1 and m.state == "queued"
 
-        async with running(engine):
+        async with running(core):
             await wait_until(charged, what="first attempt charged")
-        before = await engine.store.get_message(mid)
+        before = await core.store.get_message(mid)
     assert before.next_attempt_at is not None
     assert before.next_attempt_at >= fault_server.requests[-1].finished + 1.5
 
@@ -366,10 +364,10 @@ async def test_restart_during_backoff_keeps_schedule(
         "queued",
     )
 
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await run_until_empty(engine)
-        await assert_all_delivered_once(engine.store, fault_server, [r.message.conversation_id])
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await run_until_empty(core)
+        await assert_all_delivered_once(core.store, fault_server, [r.message.conversation_id])
     reqs = chat_requests(fault_server)
     assert len(reqs) == 2
     assert reqs[1].started >= before.next_attempt_at - 0.05
@@ -378,25 +376,23 @@ async def test_restart_during_backoff_keeps_schedule(
 # -- untrusted text --------------------------------------------------------------------------
 
 
-async def test_markup_in_reply_is_stored_literally(
-    engine: Engine, fault_server: FaultServer
-) -> None:
+async def test_markup_in_reply_is_stored_literally(core: Core, fault_server: FaultServer) -> None:
     text = "[bold]x[/bold] and [@click=app.quit]click me[/] \\[escaped]"
     fault_server.push(Fault("reply", text=text))
-    r = await engine.outbox.submit(None, "say markup")
-    await run_until_empty(engine)
-    msgs = await engine.store.all_messages(r.message.conversation_id)
+    r = await core.sender.submit(None, "say markup")
+    await run_until_empty(core)
+    msgs = await core.store.all_messages(r.message.conversation_id)
     assert [m.role for m in msgs] == ["user", "assistant"]
     assert msgs[1].content == text
 
 
 async def test_escape_sequences_never_reach_the_database(
-    engine: Engine, fault_server: FaultServer, settings: Settings
+    core: Core, fault_server: FaultServer, settings: Settings
 ) -> None:
     fault_server.push(Fault("reply", text="safe\x1b]52;c;cHduZWQ=\x07 \x1b[2Jtext"))
-    r = await engine.outbox.submit(None, "escape me")
-    await run_until_empty(engine)
-    msgs = await engine.store.all_messages(r.message.conversation_id)
+    r = await core.sender.submit(None, "escape me")
+    await run_until_empty(core)
+    msgs = await core.store.all_messages(r.message.conversation_id)
     assert msgs[1].content == "safe text"
 
 
@@ -410,16 +406,16 @@ async def _cpu_over(seconds: float) -> float:
 
 
 async def test_sender_idles_while_conversation_is_blocked(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
-    await engine.reachability.wait_online(5)
+    await core.reachability.wait_online(5)
     fault_server.push(Fault("status", status=422))
-    r = await engine.outbox.submit(None, "rejected")
-    await engine.outbox.submit(r.message.conversation_id, "waits for the user")
-    async with running(engine):
+    r = await core.sender.submit(None, "rejected")
+    await core.sender.submit(r.message.conversation_id, "waits for the user")
+    async with running(core):
 
         async def failed() -> bool:
-            return (await engine.store.get_message(r.message.id)).state == "failed"
+            return (await core.store.get_message(r.message.id)).state == "failed"
 
         await wait_until(failed, what="failure")
         cpu = await _cpu_over(1.0)
@@ -431,17 +427,17 @@ async def test_sender_idles_while_all_slots_are_busy(
 ) -> None:
     settings = make_settings(fault_server.base_url, tmp_path, concurrency=1, read_timeout=5)
     fault_server.push(Fault("slow", seconds=0.4))
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        await engine.reachability.wait_online(5)
-        a = await engine.outbox.submit(None, "slow one")
-        b = await engine.outbox.submit(None, "waits for a free slot")
-        async with running(engine):
-            await wait_until(lambda: engine.outbox.sending == 1, what="a slot taken")
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        await core.reachability.wait_online(5)
+        a = await core.sender.submit(None, "slow one")
+        b = await core.sender.submit(None, "waits for a free slot")
+        async with running(core):
+            await wait_until(lambda: core.sender.sending == 1, what="a slot taken")
             cpu = await _cpu_over(1.0)
-            await wait_until(_all_delivered(engine.store), timeout=10, what="both delivered")
+            await wait_until(_all_delivered(core.store), timeout=10, what="both delivered")
         await assert_all_delivered_once(
-            engine.store, fault_server, [a.message.conversation_id, b.message.conversation_id]
+            core.store, fault_server, [a.message.conversation_id, b.message.conversation_id]
         )
     assert cpu < 0.4, f"the sender spun: {cpu:.2f} s of CPU in 1 s"
 
@@ -451,12 +447,12 @@ async def test_duplicate_submit_is_not_queued_twice(
 ) -> None:
     settings = make_settings(fault_server.base_url, tmp_path)
     fault_server.stop()
-    async with await Engine.open(settings) as engine:
-        engine.start_watching()
-        r = await engine.outbox.submit(None, "hello?")
-        again = await engine.outbox.submit(r.message.conversation_id, "hello?")
+    async with await Core.open(settings) as core:
+        core.start_watching()
+        r = await core.sender.submit(None, "hello?")
+        again = await core.sender.submit(r.message.conversation_id, "hello?")
         assert again.duplicate is True and again.message.id == r.message.id
-        msgs: list[Message] = await engine.store.all_messages(r.message.conversation_id)
+        msgs: list[Message] = await core.store.all_messages(r.message.conversation_id)
         assert len(msgs) == 1
 
 
@@ -465,24 +461,24 @@ async def test_endpoint_return_is_noticed_quickly_even_after_a_long_outage(
 ) -> None:
     """With the default 15 s probe cap, HTTP probes alone could miss the return for
     up to 15 s; the bare connect each second must notice it within about a second."""
-    from chat_tui.engine import Engine
+    from chat_tui.core import Core
     from tests.helpers import make_settings
 
     settings = make_settings(fault_server.base_url, tmp_path, probe_cap=15.0)
     fault_server.stop()
-    engine = await Engine.open(settings)
-    async with engine:
-        engine.start_watching()
-        engine.start_delivery()
-        result = await engine.outbox.submit(None, "are you back?")
-        while engine.reachability.state != "offline":
+    core = await Core.open(settings)
+    async with core:
+        core.start_watching()
+        core.start_delivery()
+        result = await core.sender.submit(None, "are you back?")
+        while core.reachability.state != "offline":
             await asyncio.sleep(0.05)
         for _ in range(6):  # as after a long outage: the next HTTP probe is 7.5–15 s away
-            engine.reachability._schedule.next_delay()
-        engine.reachability.report_unreachable("still down")
+            core.reachability._schedule.next_delay()
+        core.reachability.report_unreachable("still down")
         await asyncio.sleep(1.5)
         fault_server.start()
         back = time.monotonic()
-        while (await engine.store.get_message(result.message.id)).state != "delivered":
+        while (await core.store.get_message(result.message.id)).state != "delivered":
             assert time.monotonic() - back < 2.5, "the endpoint's return went unnoticed"
             await asyncio.sleep(0.05)

@@ -11,29 +11,29 @@ from typing import Any
 
 import pytest
 
-from chat_tui.engine import Engine
+from chat_tui.core import Core
 from chat_tui.store import Message, StoreError
 from tests.fault_server import Fault, FaultServer
 from tests.helpers import CliEnv, wait_settled, wait_until
 
 
-async def _delivered(engine: Engine, message_id: int) -> Message:
+async def _delivered(core: Core, message_id: int) -> Message:
     async def done() -> bool:
-        m = await engine.store.get_message(message_id)
+        m = await core.store.get_message(message_id)
         return m is not None and m.state == "delivered"
 
     await wait_until(done, what=f"message {message_id} delivered")
-    message = await engine.store.get_message(message_id)
+    message = await core.store.get_message(message_id)
     assert message is not None
     return message
 
 
-async def _two_turns(engine: Engine) -> tuple[int, Message, Message]:
-    engine.start_delivery()
-    first = (await engine.outbox.submit(None, "first question")).message
-    await _delivered(engine, first.id)
-    second = (await engine.outbox.submit(first.conversation_id, "second question")).message
-    await _delivered(engine, second.id)
+async def _two_turns(core: Core) -> tuple[int, Message, Message]:
+    core.start_delivery()
+    first = (await core.sender.submit(None, "first question")).message
+    await _delivered(core, first.id)
+    second = (await core.sender.submit(first.conversation_id, "second question")).message
+    await _delivered(core, second.id)
     return first.conversation_id, first, second
 
 
@@ -42,14 +42,14 @@ def _chat_requests(server: FaultServer) -> list[Any]:
 
 
 async def test_regenerate_keeps_the_old_reply_and_switching_changes_the_context(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
-    cid, _first, second = await _two_turns(engine)
+    cid, _first, second = await _two_turns(core)
     replies = iter(["a better answer", "the third answer"])
     fault_server.reply_fn = lambda body: next(replies, "later")
-    again = await engine.outbox.resend(second.id)
+    again = await core.sender.resend(second.id)
     assert again.state == "queued" and again.key != second.key  # a new request
-    await _delivered(engine, second.id)
+    await _delivered(core, second.id)
     request = _chat_requests(fault_server)[-1]
     assert request.idempotency_key == again.key
     # The request carries the turns before it, not the reply being replaced.
@@ -58,68 +58,68 @@ async def test_regenerate_keeps_the_old_reply_and_switching_changes_the_context(
         "echo: first question",
         "second question",
     ]
-    messages = await engine.store.all_messages(cid)
+    messages = await core.store.all_messages(cid)
     assert messages[-1].content == "a better answer"
-    shown = await engine.store.get_message(second.id)
+    shown = await core.store.get_message(second.id)
     assert shown is not None and shown.meta == {"version": 2, "versions": 2}
-    versions = await engine.store.turn_versions(cid)
+    versions = await core.store.turn_versions(cid)
     assert [(v["version"], v["reply"]) for v in versions[second.seq]] == [
         (1, "echo: second question")
     ]
     # Switch back to version 1: it is what the next request carries.
-    await engine.store.show_version(second.id, 1)
-    assert (await engine.store.all_messages(cid))[-1].content == "echo: second question"
-    third = (await engine.outbox.submit(cid, "third")).message
-    await _delivered(engine, third.id)
+    await core.store.show_version(second.id, 1)
+    assert (await core.store.all_messages(cid))[-1].content == "echo: second question"
+    third = (await core.sender.submit(cid, "third")).message
+    await _delivered(core, third.id)
     contents = [m["content"] for m in _chat_requests(fault_server)[-1].body["messages"]]
     assert "echo: second question" in contents and "a better answer" not in contents
     # Both versions are still there to switch to.
-    versions = await engine.store.turn_versions(cid)
+    versions = await core.store.turn_versions(cid)
     assert {v["reply"] for v in versions[second.seq]} == {
         "echo: second question",
         "a better answer",
     }
 
 
-async def test_only_the_last_answered_turn_is_regenerated_in_place(engine: Engine) -> None:
-    _cid, first, _second = await _two_turns(engine)
+async def test_only_the_last_answered_turn_is_regenerated_in_place(core: Core) -> None:
+    _cid, first, _second = await _two_turns(core)
     with pytest.raises(StoreError, match="branch"):
-        await engine.store.resend_turn(first.id)
-    queued = (await engine.outbox.submit(first.conversation_id, "x")).message
+        await core.store.resend_turn(first.id)
+    queued = (await core.sender.submit(first.conversation_id, "x")).message
     with pytest.raises(StoreError):
-        await engine.store.resend_turn(queued.id)  # not answered yet
+        await core.store.resend_turn(queued.id)  # not answered yet
 
 
 async def test_editing_the_last_message_replaces_the_turn_keeping_the_old_one(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
-    cid, _first, second = await _two_turns(engine)
-    await engine.outbox.resend(second.id, text="second question, reworded")
-    await _delivered(engine, second.id)
-    messages = await engine.store.all_messages(cid)
+    cid, _first, second = await _two_turns(core)
+    await core.sender.resend(second.id, text="second question, reworded")
+    await _delivered(core, second.id)
+    messages = await core.store.all_messages(cid)
     assert [m.content for m in messages[-2:]] == [
         "second question, reworded",
         "echo: second question, reworded",
     ]
-    (old,) = (await engine.store.turn_versions(cid))[second.seq]
+    (old,) = (await core.store.turn_versions(cid))[second.seq]
     assert old["question"] == "second question" and old["reply"] == "echo: second question"
 
 
 async def test_editing_an_earlier_message_makes_a_linked_branch(
-    engine: Engine, fault_server: FaultServer
+    core: Core, fault_server: FaultServer
 ) -> None:
-    cid, _first, second = await _two_turns(engine)
-    third = (await engine.outbox.submit(cid, "third question")).message
-    await _delivered(engine, third.id)
-    before = [(m.role, m.content) for m in await engine.store.all_messages(cid)]
-    edited = await engine.store.branch(second.id, "second, asked differently")
-    engine.outbox.wake()
-    branch = await engine.store.get_conversation(edited.conversation_id)
+    cid, _first, second = await _two_turns(core)
+    third = (await core.sender.submit(cid, "third question")).message
+    await _delivered(core, third.id)
+    before = [(m.role, m.content) for m in await core.store.all_messages(cid)]
+    edited = await core.store.branch(second.id, "second, asked differently")
+    core.sender.wake()
+    branch = await core.store.get_conversation(edited.conversation_id)
     assert branch is not None and branch.id != cid
     assert branch.title == "first question (branch)"
     assert (branch.branch_of, branch.branch_seq) == (cid, second.seq)
-    await _delivered(engine, edited.id)
-    assert [(m.role, m.content) for m in await engine.store.all_messages(branch.id)] == [
+    await _delivered(core, edited.id)
+    assert [(m.role, m.content) for m in await core.store.all_messages(branch.id)] == [
         ("user", "first question"),
         ("assistant", "echo: first question"),
         ("user", "second, asked differently"),
@@ -132,7 +132,7 @@ async def test_editing_an_earlier_message_makes_a_linked_branch(
         "second, asked differently",
     ]
     # The original is untouched.
-    assert [(m.role, m.content) for m in await engine.store.all_messages(cid)] == before
+    assert [(m.role, m.content) for m in await core.store.all_messages(cid)] == before
 
 
 # -- through the CLI, across processes ---------------------------------------------------------

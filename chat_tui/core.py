@@ -1,7 +1,7 @@
 """The parts of a running chat-tui, made, wired, started and closed together.
 
 The store, one link per endpoint in use (client, reachability watcher,
-context keeper), the sender (``Outbox``), the offline-answer service and the
+context keeper), the sender (``Sender``), the offline-answer service and the
 fallback. The TUI and every CLI verb use this one bundle, so there is exactly
 one way to start and stop delivery (and to release leases on the way out).
 
@@ -19,17 +19,17 @@ from pathlib import Path
 
 from .answers import OfflineAnswers
 from .config import Settings
-from .events import Broadcast, Listener, MessageChanged, OutboxEvent
+from .events import Broadcast, Listener, MessageChanged, SenderEvent
 from .fallback import Fallback
 from .links import Link, Links
 from .reachability import ReachabilityState
-from .sender import Outbox, supervise
+from .sender import Sender, supervise
 from .store import Conversation, Message, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class Core:
     def __init__(
         self,
         settings: Settings,
@@ -51,7 +51,7 @@ class Engine:
         self.events = Broadcast()
         self.events.subscribe(self.answers.hear)  # stored replies become offline answers
         self.events.subscribe(self._pass_on)
-        self.outbox = Outbox(
+        self.sender = Sender(
             store,
             self.endpoint,
             self.reachability,
@@ -59,14 +59,14 @@ class Engine:
             listener=self.events,
             links=self.links,
         )
-        self.fallback = Fallback(settings, store, self.links, self.outbox, self._tell)
+        self.fallback = Fallback(settings, store, self.links, self.sender, self._tell)
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _pass_on(self, event: OutboxEvent) -> None:
+    def _pass_on(self, event: SenderEvent) -> None:
         if self._listener is not None:
             self._listener(event)
 
-    def _tell(self, event: OutboxEvent) -> None:
+    def _tell(self, event: SenderEvent) -> None:
         if self._listener is not None:
             try:
                 self._listener(event)
@@ -121,7 +121,7 @@ class Engine:
         *,
         listener: Listener | None = None,
         on_reachability: Callable[[ReachabilityState], None] | None = None,
-    ) -> Engine:
+    ) -> Core:
         store = await Store.open(settings.db_path)
         try:
             return cls(settings, store, listener=listener, on_reachability=on_reachability)
@@ -131,7 +131,7 @@ class Engine:
 
     async def watch_pending_endpoints(self) -> None:
         """Make a link (client and watcher) for every endpoint queued messages wait for."""
-        await self.outbox.watch_pending_endpoints()
+        await self.sender.watch_pending_endpoints()
 
     def start_watching(self) -> None:
         """Start the reachability watchers (each probes at once)."""
@@ -139,7 +139,7 @@ class Engine:
 
     def start_delivery(self) -> asyncio.Task[None]:
         """Start the sender; it runs until `close()`."""
-        task = asyncio.create_task(self.run_delivery(), name="outbox")
+        task = asyncio.create_task(self.run_delivery(), name="sender")
         self._tasks.append(task)
         return task
 
@@ -147,7 +147,7 @@ class Engine:
         """Run the sender under a supervisor: the loop catches every error itself, and
         if it still ends with one, it is logged, shown, and started again (with a
         growing pause), so delivery never stops until the process does."""
-        await supervise(self.outbox, until_empty=until_empty)
+        await supervise(self.sender, until_empty=until_empty)
 
     async def rescue_unsent(self) -> list[Path]:
         """The database file is gone: keep what was typed and not yet answered in
@@ -170,11 +170,11 @@ class Engine:
                 await task
         self._tasks.clear()
         with contextlib.suppress(Exception):
-            await self.store.release_all(self.outbox.owner)
+            await self.store.release_all(self.sender.owner)
         await self.links.aclose()
         await self.store.close()
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Core:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
