@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from textual import events
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -28,15 +27,16 @@ from ...sanitize import sanitize
 from ...store import Message
 from ..rendering import CachedRender
 from .message import MessageView, joined
+from .selection import MessageSelection
 from .streaming import LayoutOnce, StreamingReply
 
 # The message widgets moved to their own modules; their old import path still works.
 __all__ = ["PAGE_SIZE", "ChatView", "MessageView", "StreamingReply", "joined"]
 
-PAGE_SIZE = 40  # about 300 ms to mount on a slow 2-core machine; older pages load on scroll
+PAGE_SIZE = 40  # mounting is what opening costs (benchmarks/open_conversation.py)
 
 
-class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
+class ChatView(MessageSelection, LayoutOnce, VerticalScroll, can_focus=True):
     """The messages of the open conversation, oldest at the top.
 
     With focus, one message is selected (Up/Down, or a click): ``y`` copies
@@ -92,97 +92,6 @@ class ChatView(LayoutOnce, VerticalScroll, can_focus=True):
         self._context_marker: Static | None = None  # where the model's memory starts
         self.selected: MessageView | None = None
         self._count = ""  # digits typed before ``c``: which code block
-
-    # -- selection and copy -------------------------------------------------------------------
-
-    def _ordered(self) -> list[MessageView]:
-        return [v for v in self.query(MessageView)]
-
-    def select(self, view: MessageView | None) -> None:
-        if self.selected is not None and self.selected is not view:
-            self.selected.remove_class("-selected")
-        self.selected = view
-        if view is not None:
-            view.add_class("-selected")
-            self.release_anchor()
-            self.scroll_to_widget(view, animate=False)
-
-    def on_focus(self) -> None:
-        if self.selected is None or not self.selected.is_attached:
-            ordered = self._ordered()
-            self.select(ordered[-1] if ordered else None)
-
-    def action_select(self, delta: int) -> None:
-        ordered = self._ordered()
-        if not ordered:
-            return
-        if self.selected in ordered:
-            index = ordered.index(self.selected) + delta
-        else:
-            index = len(ordered) - 1
-        self.select(ordered[max(0, min(index, len(ordered) - 1))])
-        if index >= len(ordered) - 1 and delta > 0:
-            self.anchor()
-
-    def on_key(self, event: events.Key) -> None:
-        if event.character is not None and event.character.isdigit():
-            self._count = (self._count + event.character)[-3:]
-            event.stop()
-            event.prevent_default()
-        elif event.key not in ("c",):
-            self._count = ""
-
-    def action_copy_message(self) -> None:
-        if self.selected is None:
-            return
-        self.post_message(self.Copied(self.selected.message.content, "the message"))
-
-    def _code_blocks(self) -> list[str]:
-        """The selected message's code blocks (the user is told when there are none)."""
-        from ..copying import code_blocks
-
-        if self.selected is None:
-            return []
-        blocks = code_blocks(self.selected.message.content)
-        if not blocks:
-            self.notify("This message has no code block.", markup=False, timeout=3)
-        return blocks
-
-    def _copy_block(self, blocks: list[str], n: int) -> None:
-        what = f"code block {n} of {len(blocks)}" if len(blocks) > 1 else "the code block"
-        self.post_message(self.Copied(blocks[n - 1], what))
-
-    def action_copy_code(self) -> None:
-        count, self._count = self._count, ""
-        blocks = self._code_blocks()
-        if not blocks:
-            return
-        n = int(count) if count else 1
-        if not 1 <= n <= len(blocks):
-            self.notify(f"This message has {len(blocks)} code block(s).", markup=False, timeout=3)
-            return
-        self._copy_block(blocks, n)
-
-    def action_choose_code(self) -> None:
-        self._count = ""
-        blocks = self._code_blocks()
-        if len(blocks) == 1:
-            self._copy_block(blocks, 1)
-        elif blocks:
-            from ..screens.code_chooser import CodeChooser
-
-            def chosen(index: int | None) -> None:
-                if index is not None:
-                    self._copy_block(blocks, index + 1)
-
-            self.app.push_screen(CodeChooser(blocks), chosen)
-
-    def on_click(self, event: events.Click) -> None:
-        widget = event.widget
-        while widget is not None and not isinstance(widget, MessageView) and widget is not self:
-            widget = widget.parent  # type: ignore[assignment]
-        if isinstance(widget, MessageView):
-            self.select(widget)
 
     # -- whole-conversation loads ---------------------------------------------------------
 
