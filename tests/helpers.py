@@ -283,9 +283,17 @@ class Terminal:
     """chat-tui running in a pty, read and typed into like a person would."""
 
     def __init__(
-        self, data_dir: Path, base_url: str, *args: str, config: Path | None = None
+        self,
+        data_dir: Path,
+        base_url: str,
+        *args: str,
+        config: Path | None = None,
+        block_sighup: bool = False,
     ) -> None:
+        """``block_sighup``: the app never receives SIGHUP (blocked before exec), as when
+        a hang-up reaches only another process group."""
         import pty
+        import signal
 
         env = {
             **os.environ,
@@ -299,6 +307,8 @@ class Terminal:
         argv = [sys.executable, "-m", "chat_tui", "--base-url", base_url, *args]
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: become chat-tui
+            if block_sighup:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
             os.execvpe(argv[0], argv, env)
         self.output = b""
 

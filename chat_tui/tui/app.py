@@ -1,12 +1,15 @@
 """The Textual app: the core's life cycle (store, links, sender).
 
-The core (store, endpoint, reachability, outbox) starts in ``on_mount``,
+The core (store, links, sender, offline answers) starts in ``on_mount``,
 after the first frame, and is awaited closed in ``on_unmount``. It reports
 through listeners that only post messages to the chat screen
 (``screens/chat.py``), whose handlers are the only code that changes its
 widgets. SIGHUP and SIGTERM (SSH dropped, terminal closed) end the app through
 the same clean path: draft saved, leases released, database closed, queued
-messages handed to a background sync. The app also watches for other
+messages handed to a background sync. A terminal that hung up without a SIGHUP
+reaching the app (it is checked every second) ends it the same way, and an exit
+after a hang-up that has not finished within ``HANGUP_GRACE`` seconds is cut short
+(everything typed was already saved as a draft while typing). The app also watches for other
 processes' writes and for its database file being replaced, and applies the
 settings (a new endpoint or model reopens the core).
 """
@@ -16,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import termios
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -42,6 +48,14 @@ if TYPE_CHECKING:
     from ..core import Core
 
 log = logging.getLogger(__name__)
+
+HANGUP_GRACE = 20.0  # seconds an exit after SIGHUP/SIGTERM may take before it is cut short
+
+
+def _cut_short() -> None:
+    log.error("closing after a hang-up took over %.0f s; ending the process", HANGUP_GRACE)
+    logging.shutdown()
+    os._exit(0)
 
 
 class ChatApp(SettingsFlow, App[int]):
@@ -69,6 +83,7 @@ class ChatApp(SettingsFlow, App[int]):
         self._starting: asyncio.Task[None] | None = None
         self._relay = CoreRelay(lambda: self.chat_screen)  # the core's listeners
         self._by_signal = False  # closed by SIGHUP/SIGTERM: no terminal to print to
+        self._tty: int | None = None  # the terminal watched for a hang-up
         self._replaced: str | None = None  # the database file was deleted or replaced
 
     # -- the chat screen, and what the tests and scripts read through the app ------------------
@@ -141,6 +156,9 @@ class ChatApp(SettingsFlow, App[int]):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.add_signal_handler(sig, self._exit_on_signal, sig)
+        if not self.is_headless and sys.__stdin__ is not None and sys.__stdin__.isatty():
+            self._tty = sys.__stdin__.fileno()
+            self.set_interval(1.0, self._check_terminal)
         if not self.settings.verify_tls:
             self.notify(
                 "TLS certificate verification is OFF (verify_tls = false): the "
@@ -244,8 +262,27 @@ class ChatApp(SettingsFlow, App[int]):
 
     # -- shutdown ------------------------------------------------------------------------------
 
+    def _check_terminal(self) -> None:
+        """End as on SIGHUP once the terminal has hung up (an SSH drop, a closed
+        window) even when no signal reached the app: its input then reads as an
+        endless end of file, which would keep the app spinning instead of exiting."""
+        if self._exiting or self._tty is None:
+            return
+        try:
+            termios.tcgetattr(self._tty)
+        except (termios.error, OSError, ValueError):
+            log.warning("the terminal hung up; closing")
+            self._exit_on_signal(signal.SIGHUP)
+
     def _exit_on_signal(self, sig: int) -> None:
+        if self._by_signal:
+            return
         self._by_signal = True
+        # No terminal to wait for: if closing hangs (a stuck driver thread), end the
+        # process anyway; the database is safe (WAL) and the draft already saved.
+        watchdog = threading.Timer(HANGUP_GRACE, _cut_short)
+        watchdog.daemon = True
+        watchdog.start()
         self.exit(return_code=0)
 
     def exit(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]

@@ -76,6 +76,29 @@ def test_signal_ends_app_cleanly(server: FaultServer, tmp_path: Path, how: str) 
     assert wal_size(tmp_path / "chat.db") == 0  # checkpointed and closed
 
 
+def test_a_hung_up_terminal_ends_the_app_without_a_sighup(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The pty goes away but no SIGHUP reaches the app: it notices the hang-up itself
+    (its input would read as an endless end of file) and closes cleanly."""
+    term = Terminal(tmp_path, server.base_url, block_sighup=True)
+    try:
+        assert term.read_until(b"Enter sends"), term.output[-2000:]
+        term.drain(0.5)
+        term.type("unsent thought")
+        term.drain(0.2)
+        os.close(term.fd)
+        term.fd = os.open(os.devnull, os.O_RDONLY)
+        code = term.wait(timeout=30)
+        assert code == 0, (code, term.output[-3000:])
+    finally:
+        term.kill()
+    facts = db_facts(tmp_path / "chat.db")
+    assert facts["integrity"] == "ok"
+    assert facts["drafts"] == [("unsent thought",)]
+    assert facts["leases"] == 0
+
+
 def test_draft_restored_after_kill_9(server: FaultServer, tmp_path: Path) -> None:
     term = Terminal(tmp_path, server.base_url)
     try:
