@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import sys
-import termios
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -268,6 +267,8 @@ class ChatApp(SettingsFlow, App[int]):
         endless end of file, which would keep the app spinning instead of exiting."""
         if self._exiting or self._tty is None:
             return
+        import termios  # POSIX only, like the signals above
+
         try:
             termios.tcgetattr(self._tty)
         except (termios.error, OSError, ValueError):
