@@ -25,27 +25,33 @@ def local() -> Iterator[FaultServer]:
         server.stop()
 
 
-async def test_fallback_block_then_keep_local(
-    server: FaultServer, local: FaultServer, tmp_path: Path
-) -> None:
-    server.stop()  # the default endpoint (the "cloud") is gone from the start
-    settings = app_settings(
+def fallback_settings(server: FaultServer, local: FaultServer, tmp_path: Path):
+    """The default endpoint is ``server`` (the "cloud"); ``local`` is the fallback."""
+    return app_settings(
         server,
         tmp_path,
         endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
         fallback="local",
     )
-    app = ChatApp(settings)
+
+
+def fallback_ready(app: ChatApp) -> bool:
+    """The fallback is online and the default endpoint offline."""
+    return (
+        app.core is not None
+        and app.core.links.get("local").reachability.online
+        and app.reach is not None
+        and app.reach.state == "offline"
+    )
+
+
+async def test_fallback_block_then_keep_local(
+    server: FaultServer, local: FaultServer, tmp_path: Path
+) -> None:
+    server.stop()  # the default endpoint (the "cloud") is gone from the start
+    app = ChatApp(fallback_settings(server, local, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
-        await wait_until(
-            pilot,
-            lambda: (
-                app.core is not None
-                and app.core.links.get("local").reachability.online
-                and app.reach is not None
-                and app.reach.state == "offline"
-            ),
-        )
+        await wait_until(pilot, lambda: fallback_ready(app))
         await pilot.press(*"what is a tide", "enter")
         await wait_until(pilot, lambda: bool(app.query(LocalAnswerBlock)), timeout=5)
         block = app.query_one(LocalAnswerBlock)
@@ -119,23 +125,9 @@ async def test_escape_stops_the_local_answer_and_the_question_stays_queued(
 ) -> None:
     server.stop()
     local.reply_delay = 1.0  # four pieces a second apart
-    settings = app_settings(
-        server,
-        tmp_path,
-        endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
-        fallback="local",
-    )
-    app = ChatApp(settings)
+    app = ChatApp(fallback_settings(server, local, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
-        await wait_until(
-            pilot,
-            lambda: (
-                app.core is not None
-                and app.core.links.get("local").reachability.online
-                and app.reach is not None
-                and app.reach.state == "offline"
-            ),
-        )
+        await wait_until(pilot, lambda: fallback_ready(app))
         await pilot.press(*"tell me slowly", "enter")
         await wait_until(
             pilot,
@@ -160,13 +152,7 @@ async def test_status_line_names_another_endpoint_that_is_offline(
     server: FaultServer, local: FaultServer, tmp_path: Path
 ) -> None:
     local.stop()  # the fallback is away; the conversation's own endpoint is fine
-    settings = app_settings(
-        server,
-        tmp_path,
-        endpoints={"local": EndpointConfig(local.base_url, model="local-model")},
-        fallback="local",
-    )
-    app = ChatApp(settings)
+    app = ChatApp(fallback_settings(server, local, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
         await wait_until(
             pilot,
