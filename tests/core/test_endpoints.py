@@ -87,6 +87,12 @@ async def _first_turn_on_cloud(core: Core) -> int:
     return cid
 
 
+def _cable_pulled(core: Core, cloud: FaultServer) -> None:
+    """The cloud endpoint goes away, and its watcher knows at once."""
+    cloud.stop()
+    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+
+
 # -- config ---------------------------------------------------------------------------------------
 
 
@@ -192,8 +198,7 @@ async def test_fallback_answers_at_once_and_the_primary_never_sees_it(
 ) -> None:
     core, events = duo
     cid = await _first_turn_on_cloud(core)
-    cloud.stop()
-    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    _cable_pulled(core, cloud)
     result = await core.sender.submit(cid, "and a second question about lighthouses")
     question = result.message
 
@@ -244,8 +249,7 @@ async def test_history_answers_come_first_and_both_down_means_only_the_queue(
 ) -> None:
     core, _ = duo
     cid = await _first_turn_on_cloud(core)
-    cloud.stop()
-    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    _cable_pulled(core, cloud)
     # A question asked before: history answers, the local model is not asked.
     again = await core.sender.submit(cid, "What is a lighthouse?")
     notice = await core.answer_while_offline(again.message)
@@ -266,8 +270,7 @@ async def test_a_failing_fallback_changes_nothing_for_the_queued_question(
 ) -> None:
     core, events = duo
     cid = await _first_turn_on_cloud(core)
-    cloud.stop()
-    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    _cable_pulled(core, cloud)
     local.push(Fault("cut", after_chunks=1))
     question = (await core.sender.submit(cid, "a question the local model chokes on")).message
     assert await core.answer_while_offline(question) is None
@@ -287,8 +290,7 @@ async def test_keeping_the_local_answer_cancels_the_question(
 ) -> None:
     core, _ = duo
     cid = await _first_turn_on_cloud(core)
-    cloud.stop()
-    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    _cable_pulled(core, cloud)
     question = (await core.sender.submit(cid, "good enough from the local model?")).message
     assert await core.answer_while_offline(question) is not None
     kept = await core.sender.cancel(question.id)  # the TUI's key and `chat-tui cancel`
@@ -316,8 +318,7 @@ async def test_the_fallback_answer_can_be_stopped_and_keeps_what_came(
     local.reply_delay = 0.2  # a slow local model: each piece 0.2 s apart
     local.reply_fn = lambda body: "one two three four five six seven eight nine ten " * 3
     cid = await _first_turn_on_cloud(core)
-    cloud.stop()
-    core.links.get("cloud").reachability.report_unreachable("cable pulled")
+    _cable_pulled(core, cloud)
     question = (await core.sender.submit(cid, "tell me slowly")).message
     task = asyncio.ensure_future(core.answer_while_offline(question))
     await wait_until(
