@@ -136,6 +136,11 @@ async def wait_until(
             await asyncio.sleep(interval)
 
 
+def online(app: Any) -> bool:
+    """The app's default endpoint is online (``app``: a ChatApp)."""
+    return app.reach is not None and app.reach.state == "online"
+
+
 def wait_until_sync(
     predicate: Callable[[], bool],
     timeout: float = 10.0,

@@ -23,7 +23,7 @@ from chat_tui.tui.screens.settings import SettingsScreen
 from chat_tui.tui.widgets.chat_view import MessageView
 from chat_tui.tui.widgets.composer import Composer
 from tests.fault_server import Fault, FaultServer
-from tests.helpers import seed_history, wait_until
+from tests.helpers import online, seed_history, wait_until
 
 SCENE_MODEL = "llama3.2"  # the model on screen and in the seeded replies
 SEEDED = {"model": SCENE_MODEL}  # the meta of a seeded reply
@@ -103,10 +103,6 @@ def still(app: ChatApp) -> None:
 
 def replies(app: ChatApp) -> int:
     return sum(1 for v in app.query(MessageView) if v.message.role == "assistant")
-
-
-def online(app: ChatApp) -> bool:
-    return app.reach is not None and app.reach.state == "online"
 
 
 @dataclass

@@ -17,7 +17,15 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.copying import code_blocks
 from chat_tui.tui.widgets.chat_view import ChatView
 from tests.fault_server import FaultServer
-from tests.helpers import REPO_ROOT, app_settings, fast_config, seed_history, views, wait_until
+from tests.helpers import (
+    REPO_ROOT,
+    app_settings,
+    fast_config,
+    online,
+    seed_history,
+    views,
+    wait_until,
+)
 
 REPLY = "Two ways:\n\n```python\nprint('one')\n```\n\nor\n\n```sh\necho two\n```\n"
 
@@ -217,7 +225,7 @@ async def test_a_reply_landing_while_the_window_is_unfocused_is_announced(
     app = ChatApp(app_settings(server, tmp_path, notify=mode))
     rings: list[str] = []
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         app.bell = lambda: rings.append("bell")  # type: ignore[method-assign]
         assert app._driver is not None
         write = app._driver.write

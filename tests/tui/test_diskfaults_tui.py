@@ -16,7 +16,7 @@ from chat_tui.store import Store
 from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.status import OfflineBanner
 from tests.fault_server import FaultServer
-from tests.helpers import app_settings, tmpfs, wait_until
+from tests.helpers import app_settings, online, tmpfs, wait_until
 from tests.netlab import fill, hold_exclusive
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # the slow tier: pytest -m slow
@@ -38,7 +38,7 @@ async def test_enter_while_another_program_holds_the_database(
     text, and queues it once the other program lets go."""
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"held up")
         shown: list[tuple[float, str, str]] = []
         notice = app.chat_screen._show_db_wait
@@ -72,7 +72,7 @@ async def test_the_banner_names_a_database_the_sender_cannot_write(
 ) -> None:
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         assert app.core is not None
         app.core.sender.report_problem("loop", "cannot write the database: locked; retrying")
         banner = app.query_one(OfflineBanner)
@@ -92,7 +92,7 @@ async def test_a_draft_that_cannot_be_saved_at_exit_goes_to_a_rescue_file(
         data = disk / "data"
         app = ChatApp(app_settings(server, data))
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+            await wait_until(pilot, lambda: online(app))
             await pilot.press(*"first", "enter")
             await wait_until(pilot, lambda: app.composer.text == "")
             await pilot.pause(0.3)
@@ -161,7 +161,7 @@ async def test_no_leftover_streaming_bubble_after_another_sender_took_over(
     settings = app_settings(server, tmp_path)
     app = ChatApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         server.push(Fault("think", seconds=2.0))
         await pilot.press(*"who answers", "enter")
         await wait_until(pilot, lambda: bool(app.query(StreamingReply)))

@@ -10,14 +10,14 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.chat_view import PAGE_SIZE, MessageView, StreamingReply
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from tests.fault_server import Fault, FaultServer
-from tests.helpers import app_settings, views, wait_until
+from tests.helpers import app_settings, online, views, wait_until
 
 
 async def test_send_and_streamed_reply(server: FaultServer, tmp_path: Path) -> None:
     server.reply_fn = lambda body: "# Heading\n\nA **streamed** reply with `code`."
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"hello world", "enter")
         await wait_until(pilot, lambda: any(v.message.role == "assistant" for v in views(app)))
         roles = [(v.message.role, v.message.state) for v in views(app)]

@@ -16,7 +16,7 @@ from chat_tui.tui.widgets.chat_view import ChatView, StreamingReply
 from chat_tui.tui.widgets.composer import NEWLINE_KEYS
 from chat_tui.tui.widgets.status import StatusLine
 from tests.fault_server import Fault, FaultServer
-from tests.helpers import REPO_ROOT, app_settings, seed_history, views, wait_until
+from tests.helpers import REPO_ROOT, app_settings, online, seed_history, views, wait_until
 
 
 def user_texts(app: ChatApp) -> list[str]:
@@ -36,7 +36,7 @@ async def test_text_typed_before_the_commit_is_kept_and_not_sent_twice(
 ) -> None:
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         composer = app.composer
         # One burst, as a paste without bracketed paste arrives: the keys reach the
         # composer before the app has committed the first line.
@@ -59,7 +59,7 @@ async def test_a_second_enter_before_the_commit_sends_only_the_new_part(
 ) -> None:
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         composer = app.composer
         for key in [*"one", "enter", *"two", "enter", *"three"]:
             composer.post_message(events.Key(key, "\r" if key == "enter" else key))
@@ -77,7 +77,7 @@ async def test_streaming_reply_follows_the_end_in_a_new_conversation(
     server.push(Fault("slow", seconds=0.6))
     app = ChatApp(app_settings(server, tmp_path, read_timeout=5.0))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"tell me a lot", "enter")
         chat = app.query_one(ChatView)
         # Mid-stream: more than a screenful arrived, and the view is at its end.
@@ -128,7 +128,7 @@ async def test_empty_streaming_bubble_goes_when_the_endpoint_goes_offline(
     server.push(Fault("hang", seconds=20))
     app = ChatApp(app_settings(server, tmp_path, read_timeout=30.0))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"anyone there", "enter")
         chat = app.query_one(ChatView)
         await wait_until(pilot, lambda: bool(chat._streams))
@@ -150,7 +150,7 @@ async def test_queued_message_behind_a_failed_one_says_why(
     server.push(Fault(kind="status", status=400, body='{"error": {"message": "bad first"}}'))
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"first", "enter")
         await wait_until(pilot, lambda: [v.message.state for v in views(app)] == ["failed"])
         await pilot.press(*"second", "enter")
@@ -229,7 +229,7 @@ async def test_status_line_does_not_count_a_message_being_answered_as_queued(
     server.push(Fault("slow", seconds=0.7))
     app = ChatApp(app_settings(server, tmp_path, read_timeout=5.0))
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"take your time", "enter")
         chat = app.query_one(ChatView)
         await wait_until(pilot, lambda: any(s.received for s in chat._streams.values()))
@@ -338,7 +338,7 @@ async def test_cancel_in_the_queue_on_a_message_being_sent(
     server.push(Fault("hang", seconds=20))
     app = ChatApp(app_settings(server, tmp_path, read_timeout=30.0))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"never answered", "enter")
         await wait_until(pilot, lambda: [v.message.state for v in views(app)] == ["sending"])
         await pilot.press("ctrl+o")

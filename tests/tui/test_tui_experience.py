@@ -14,7 +14,7 @@ from chat_tui.tui.widgets.chat_view import ChatView
 from chat_tui.tui.widgets.sidebar import ConversationList
 from chat_tui.tui.widgets.status import OfflineBanner
 from tests.fault_server import FaultServer
-from tests.helpers import app_settings, seed_history, views, wait_until
+from tests.helpers import app_settings, online, seed_history, views, wait_until
 
 
 async def test_first_start_shows_a_welcome_with_the_endpoint_and_keys(
@@ -60,7 +60,7 @@ async def test_settings_screen_saves_keeping_comments_and_uses_the_new_endpoint(
         screen.query_one("#model", Input).value = "picked-model"
         screen.action_save()
         await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         text = config.read_text()
         assert text.startswith("# mine\n")
         assert f'base_url = "{server.base_url}"  # nothing here' in text

@@ -15,7 +15,7 @@ from chat_tui.tui.screens.queue import QueueScreen
 from chat_tui.tui.screens.search import SearchScreen
 from chat_tui.tui.widgets.chat_view import MessageView, StreamingReply
 from tests.fault_server import Fault, FaultServer
-from tests.helpers import app_settings, seed_history, views, wait_until
+from tests.helpers import app_settings, online, seed_history, views, wait_until
 
 
 async def test_queue_screen_retry_edit_cancel(server: FaultServer, tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ async def test_a_reply_landing_behind_the_queue_screen_is_shown_when_it_closes(
     server.push(Fault("slow", seconds=0.3))
     app = ChatApp(app_settings(server, tmp_path, read_timeout=5.0))
     async with app.run_test(size=(120, 35)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"answer me behind the queue", "enter")
         await wait_until(pilot, lambda: len(views(app)) == 1)
         question = views(app)[0]

@@ -14,7 +14,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.screens.dialogs import StopWaiting
 from chat_tui.tui.widgets.chat_view import ChatView, MessageView, StreamingReply
 from tests.fault_server import Fault, FaultServer
-from tests.helpers import app_settings, wait_until
+from tests.helpers import app_settings, online, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,7 +77,7 @@ async def test_escape_stops_a_reply_and_keeps_it_labelled_stopped(
     server.push(Fault("slow", seconds=0.5))
     app = ChatApp(reply_settings(server, tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         assert not footer_offers_stop(app)  # Esc is offered only while a reply streams
         await pilot.press(*"a long story please", "enter")
         await wait_until(pilot, lambda: bool(app.query(StreamingReply)))
@@ -130,7 +130,7 @@ async def test_marker_shows_where_the_models_memory_starts(
     server.context_tokens = 450
     app = ChatApp(reply_settings(server, tmp_path))
     async with app.run_test(size=(100, 40)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         for i in range(6):
             app.composer.text = f"turn {i} " + "many words here " * 12
             await pilot.press("enter")

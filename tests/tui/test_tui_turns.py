@@ -12,7 +12,7 @@ from chat_tui.tui.app import ChatApp
 from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from chat_tui.tui.widgets.versions import LocalAnswerBlock
 from tests.fault_server import FaultServer
-from tests.helpers import app_settings, views, wait_until
+from tests.helpers import app_settings, online, views, wait_until
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_fallback_block_then_keep_local(
         await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: question.message.state == "cancelled")
         server.start()
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         assert not [r for r in server.requests if r.path.endswith("/chat/completions")]
 
 
@@ -83,7 +83,7 @@ async def test_regenerate_and_switch_versions_with_keys(
     server.reply_fn = lambda body: next(replies, "more")
     app = ChatApp(app_settings(server, tmp_path))
     async with app.run_test(size=(120, 35)) as pilot:
-        await wait_until(pilot, lambda: app.reach is not None and app.reach.state == "online")
+        await wait_until(pilot, lambda: online(app))
         await pilot.press(*"hello", "enter")
         await wait_until(
             pilot, lambda: [v.message.content for v in views(app)][-1:] == ["the first reply"]
