@@ -8,8 +8,9 @@ widgets. SIGHUP and SIGTERM (SSH dropped, terminal closed) end the app through
 the same clean path: draft saved, leases released, database closed, queued
 messages handed to a background sync. A terminal that hung up without a SIGHUP
 reaching the app (it is checked every second) ends it the same way, and an exit
-after a hang-up that has not finished within ``HANGUP_GRACE`` seconds is cut short
-(everything typed was already saved as a draft while typing). The app also watches for other
+after a hang-up that has not finished within ``HANGUP_GRACE`` seconds is cut short.
+Frames drawn after the hang-up go nowhere (``driver.py``): a failed write must
+not stop the app before it has saved the draft. The app also watches for other
 processes' writes and for its database file being replaced, and applies the
 settings (a new endpoint or model reopens the core).
 """
@@ -37,6 +38,7 @@ from ..events import ReachabilityState
 from ..store import Conversation, StoreError
 from .commands import BY_ACTION, app_bindings, palette_commands
 from .drafts import DraftKeeper
+from .driver import hangup_safe
 from .messages import CoreRelay
 from .screens.chat import ChatScreen, report_worker_failure
 from .settings_flow import SettingsFlow
@@ -71,6 +73,7 @@ class ChatApp(SettingsFlow, App[int]):
 
     def __init__(self, settings: Settings, *, core: Core | None = None) -> None:
         super().__init__()
+        self.driver_class = hangup_safe(self.driver_class)
         self.settings = settings
         self._core: Core | None = core
         self._chat_screen: ChatScreen | None = None
@@ -279,8 +282,8 @@ class ChatApp(SettingsFlow, App[int]):
         if self._by_signal:
             return
         self._by_signal = True
-        # No terminal to wait for: if closing hangs (a stuck driver thread), end the
-        # process anyway; the database is safe (WAL) and the draft already saved.
+        # No terminal to wait for: if closing hangs all the same, end the process
+        # anyway; the database is safe (WAL), at worst the last keystrokes are lost.
         watchdog = threading.Timer(HANGUP_GRACE, _cut_short)
         watchdog.daemon = True
         watchdog.start()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_tui.tui.app import HANGUP_GRACE
 from tests.fault_server import FaultServer
 from tests.helpers import Terminal
 
@@ -57,6 +58,9 @@ def test_signal_ends_app_cleanly(server: FaultServer, tmp_path: Path, how: str) 
         assert term.read_until(b"Enter sends"), term.output[-2000:]
         term.drain(0.5)
         term.type("unsent thought")
+        # Hang up once the app has read the keys (they are on screen): bytes still in
+        # the terminal's buffer when it hangs up are discarded by the kernel.
+        assert term.read_until(b"unsent thought"), term.output[-2000:]
         term.drain(0.2)
         if how == "terminal closed":
             # What an SSH drop looks like: the pty master goes away.
@@ -86,11 +90,17 @@ def test_a_hung_up_terminal_ends_the_app_without_a_sighup(
         assert term.read_until(b"Enter sends"), term.output[-2000:]
         term.drain(0.5)
         term.type("unsent thought")
+        # Hang up once the app has read the keys (they are on screen): bytes still in
+        # the terminal's buffer when it hangs up are discarded by the kernel.
+        assert term.read_until(b"unsent thought"), term.output[-2000:]
         term.drain(0.2)
         os.close(term.fd)
         term.fd = os.open(os.devnull, os.O_RDONLY)
+        hung_up = time.monotonic()
         code = term.wait(timeout=30)
         assert code == 0, (code, term.output[-3000:])
+        # It closed by itself, not cut short by the watchdog (whose exit is 0 too).
+        assert time.monotonic() - hung_up < HANGUP_GRACE
     finally:
         term.kill()
     facts = db_facts(tmp_path / "chat.db")
