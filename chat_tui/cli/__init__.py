@@ -5,7 +5,9 @@ are imported only when a verb needs them (``table.run_verb`` opens them), so
 `chat-tui --help` and the path to the TUI's first frame do not pay for what
 they do not use.
 
-- ``parser``: the flags shared by every verb (defined once) and the parser;
+- ``shared``: the flags shared by every verb (defined once), and the quick reading
+  of a command line that has nothing else (the chat window);
+- ``parser``: every verb's parser;
 - ``table``: how a verb is declared, exit codes, and the one place that opens
   what a verb needs (settings, store or core) and closes it;
 - ``messages`` (send, sync, status, retry, cancel), ``browse`` (list, show,
@@ -17,17 +19,28 @@ they do not use.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, load_settings, missing_config_notice
-from .parser import build_parser
 from .program import TUI
+from .shared import window_args
 from .table import EXIT_ERROR, EXIT_USAGE, CliError, run_verb
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["build_parser", "load_settings", "main"]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from .parser import build_parser as build
+
+    return build()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = window_args(argv) or build_parser().parse_args(argv)
     try:
         settings = load_settings(base_url=args.base_url, model=args.model)
     except ConfigError as exc:

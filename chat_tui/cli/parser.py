@@ -1,5 +1,6 @@
-"""The command line: the flags every verb shares, defined once, and every verb's parser
-made from the verb tables."""
+"""The command line: every verb's parser made from the verb tables, each with the
+flags every verb shares (``shared.SHARED_FLAGS``). ``chat-tui`` with nothing but
+those flags does not come here (``shared.window_args``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ import argparse
 
 from .. import __version__
 from . import browse, messages, program, turns
-from .table import Verb, arg
+from .shared import SHARED_FLAGS
+from .table import Verb
 
 VERBS: tuple[Verb, ...] = (*messages.VERBS, *browse.VERBS, *turns.VERBS, *program.VERBS)
-
-# Accepted before or after the verb ("--base-url X send" and "send --base-url X").
-SHARED_FLAGS = (
-    arg("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1"),
-    arg("--model", help="model name sent with each request"),
-)
 
 
 def _add_shared_flags(parser: argparse.ArgumentParser, *, verb: bool) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from .table import EXIT_OK, Verb, VerbTable, out
+
+if TYPE_CHECKING:
+    import argparse
 
 VERBS = VerbTable()
 

@@ -12,15 +12,16 @@ invalid config; 3 timed out (`sync --until-empty --timeout`, `send --wait`);
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import signal
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Settings
+
+if TYPE_CHECKING:  # argparse itself only when a verb's parser is built (parser.py)
+    import argparse
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_OFFLINE = 0, 1, 2, 3, 4, 5
 
@@ -40,6 +41,8 @@ def out(text: str = "") -> None:
 
 
 def out_json(data: Any, *, indent: int | None = None) -> None:
+    import json  # not on the chat window's path
+
     out(json.dumps(data, indent=indent))
 
 
@@ -87,7 +90,7 @@ def json_flag(help: str | None = None) -> Arg:
 
 # A check runs before anything is opened: it may raise CliError, read input into
 # ``args``, or return an exit code to stop there.
-Check = Callable[[argparse.Namespace, Settings], int | None]
+Check = Callable[["argparse.Namespace", Settings], int | None]
 
 
 class Verb:

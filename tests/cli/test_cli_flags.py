@@ -109,3 +109,40 @@ def test_wrong_base_url_path_says_so_with_the_url_tried(
     assert f"{wrong}/chat/completions" in proc.stderr and f"{wrong}/models" in proc.stderr
     # The probe saw the 404 for /models too, and the status said online meanwhile.
     assert next(r.status for r in fault_server.requests if r.path.endswith("/models")) == 404
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--base-url", "http://h:1/v1"],
+        ["--model=m1"],
+        ["--base-url=", "--model", "m"],
+        ["--model", "a", "--model", "b"],
+        ["--model"],  # missing value: left to argparse
+        ["--model", "--base-url", "x"],
+        ["--mod", "m"],  # argparse's abbreviation: left to argparse
+        ["--help"],
+        ["status"],
+        ["--model", "m", "status"],
+        ["--verbose"],
+    ],
+)
+def test_the_chat_windows_quick_reading_agrees_with_the_parser(argv: list[str]) -> None:
+    """`chat-tui` with only the shared flags skips building the verbs' parsers; what it
+    reads must be what the full parser reads, and anything else goes to the parser."""
+    from chat_tui.cli.shared import window_args
+
+    quick = window_args(argv)
+    try:
+        full = vars(build_parser().parse_args(argv))
+    except SystemExit:  # --help, a missing value, an unknown flag
+        assert quick is None
+        return
+    if full["verb"].name != "tui":
+        assert quick is None
+        return
+    if quick is not None:
+        assert vars(quick) == full
+    else:
+        assert argv == ["--mod", "m"]  # argparse's prefix matching, not copied
