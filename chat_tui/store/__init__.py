@@ -11,36 +11,61 @@
 * ``timeline``: pages of messages, notices, search, past questions;
 * ``versions``: regenerated and edited turns, branches.
 
-Callers import everything from here (``from chat_tui.store import Store``).
+Callers import everything from here (``from chat_tui.store import Store``). Only
+the errors (``errors``) load with the package; the records, ``Store`` and the rest
+(SQLite, aiosqlite, the SQL) load on first use, so the chat window's first frame,
+which shows nothing stored yet, does not wait for them.
 The delivery contract these parts keep is described in docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .connection import StoreError, StoreReplaced
-from .conversations import ConversationsMixin
-from .queue import QueueMixin
-from .records import (
-    REPLY_OFFSET,
-    USER_STATES,
-    Claim,
-    Conversation,
-    Message,
-    MessageState,
-    Page,
-    PastQuestion,
-    QueueItem,
-    Role,
-    SearchHit,
-)
-from .schema import MIGRATIONS
-from .sending import SendingMixin
-from .timeline import TimelineMixin, _fts_query
-from .versions import VersionsMixin
+from .errors import StoreError, StoreReplaced
+
+if TYPE_CHECKING:
+    from .composed import Store, opened
+    from .records import (
+        REPLY_OFFSET,
+        USER_STATES,
+        Claim,
+        Conversation,
+        Message,
+        MessageState,
+        Page,
+        PastQuestion,
+        QueueItem,
+        Role,
+        SearchHit,
+    )
+    from .schema import MIGRATIONS
+    from .timeline import _fts_query
+
+# Where each name lives; its module is imported the first time the name is used.
+_ON_FIRST_USE = {
+    "Store": "composed",
+    "opened": "composed",
+    "MIGRATIONS": "schema",
+    "_fts_query": "timeline",  # benchmarks/search.py counts what a query matches
+    **dict.fromkeys(
+        (
+            "REPLY_OFFSET",
+            "USER_STATES",
+            "Claim",
+            "Conversation",
+            "Message",
+            "MessageState",
+            "Page",
+            "PastQuestion",
+            "QueueItem",
+            "Role",
+            "SearchHit",
+        ),
+        "records",
+    ),
+}
 
 __all__ = [
     "MIGRATIONS",
@@ -58,24 +83,15 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreReplaced",
-    "_fts_query",  # benchmarks/search.py counts what a query matches
+    "_fts_query",
     "opened",
 ]
 
 
-class Store(ConversationsMixin, QueueMixin, SendingMixin, TimelineMixin, VersionsMixin):
-    """The only code that talks SQL. Create with ``await Store.open(path)``.
-
-    Each part is a mixin over ``StoreConnection`` (one connection, one lock);
-    they share nothing else, so each can be read on its own.
-    """
-
-
-@contextlib.asynccontextmanager
-async def opened(path: Path | str) -> AsyncIterator[Store]:
-    """``async with opened(path) as store``: a store that is closed however the block ends."""
-    store = await Store.open(path)
-    try:
-        yield store
-    finally:
-        await store.close()
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -24,15 +24,8 @@ from typing import Any, Self
 
 import aiosqlite
 
+from .errors import StoreError
 from .schema import MIGRATIONS
-
-
-class StoreError(Exception):
-    """The database cannot be used; the message names the file and the cause."""
-
-
-class StoreReplaced(StoreError):
-    """The database file was deleted or replaced under us: stop, never write on."""
 
 
 def _secure_dir(path: Path) -> None:

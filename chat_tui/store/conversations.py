@@ -12,7 +12,8 @@ from typing import Any
 
 import aiosqlite
 
-from .connection import StoreConnection, StoreError
+from .connection import StoreConnection
+from .errors import StoreError
 from .records import (
     REPLY_OFFSET,
     ROLES,

@@ -9,8 +9,9 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from .connection import StoreConnection, StoreError
+from .connection import StoreConnection
 from .conversations import DEFAULT_ENDPOINT, endpoint_filter, insert_conversation, title_from
+from .errors import StoreError
 from .records import (
     EARLIER_UNSETTLED,
     HELD_STATES,

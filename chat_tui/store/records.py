@@ -13,13 +13,16 @@ older messages exist; a reply or notice names its question in ``reply_to``).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+if TYPE_CHECKING:  # the driver is imported with the connection, not with the records
+    import sqlite3
+
+    import aiosqlite
+
 
 SEQ_STEP = 10
 REPLY_OFFSET = 5

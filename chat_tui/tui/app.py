@@ -34,8 +34,7 @@ from textual.screen import Screen
 from textual.worker import Worker
 
 from ..config import Settings
-from ..events import ReachabilityState
-from ..store import Conversation, StoreError
+from ..store import StoreError
 from .commands import BY_ACTION, app_bindings, palette_commands
 from .drafts import DraftKeeper
 from .driver import hangup_safe
@@ -47,6 +46,8 @@ from .widgets.composer import Composer
 
 if TYPE_CHECKING:
     from ..core import Core
+    from ..events import ReachabilityState
+    from ..store import Conversation
 
 log = logging.getLogger(__name__)
 

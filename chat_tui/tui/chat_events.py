@@ -17,26 +17,14 @@ from typing import TYPE_CHECKING
 
 from textual.css.query import NoMatches
 
-from ..events import (
-    DeliveryProblem,
-    LocalAnswerDelta,
-    LocalAnswerEnded,
-    LocalAnswerStarted,
-    MessageChanged,
-    ReplyAborted,
-    ReplyDelta,
-    ReplyReasoning,
-    ReplyStarted,
-    ReplyStored,
-    SenderEvent,
-)
-from ..store import Message, StoreError
+from ..store import StoreError
 from .messages import CoreEvent, ExternalChange, ReachabilityChanged
-from .screens.queue import QueueScreen
 from .widgets.sidebar import ConversationList
 from .widgets.status import OfflineBanner
 
 if TYPE_CHECKING:
+    from ..events import SenderEvent
+    from ..store import Message
     from .screens.chat import ChatScreen
 
 REFRESH_DELAY = 0.15  # bursts of changes make one sidebar/counter refresh
@@ -51,6 +39,20 @@ class ChatEvents:
             await self._show_event(message.event)
 
     async def _show_event(self: ChatScreen, event: SenderEvent) -> None:
+        # Loaded with the core, long before its first event (not on the first frame's path).
+        from ..events import (
+            DeliveryProblem,
+            LocalAnswerDelta,
+            LocalAnswerEnded,
+            LocalAnswerStarted,
+            MessageChanged,
+            ReplyAborted,
+            ReplyDelta,
+            ReplyReasoning,
+            ReplyStarted,
+            ReplyStored,
+        )
+
         if not self._widgets_alive():
             return
         chat = self.chat
@@ -142,6 +144,8 @@ class ChatEvents:
         await self._refresh_queue_screen()
 
     async def _refresh_queue_screen(self: ChatScreen) -> None:
+        from .screens.queue import QueueScreen
+
         screen = self.app.screen
         if isinstance(screen, QueueScreen) and self.core is not None:
             screen.show_items(await self.core.store.queue_items())

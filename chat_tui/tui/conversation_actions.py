@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING
 from textual import work
 from textual.css.query import NoMatches
 
-from ..store import Message, QueueItem, StoreError
+from ..store import StoreError
 from .messages import QueueAction
-from .screens.dialogs import Confirm, EditMessage, TextPrompt
-from .screens.queue import QueueScreen
-from .screens.search import SearchChoice, SearchScreen
 from .widgets.chat_view import ChatView, MessageView
 from .widgets.sidebar import ConversationList
 from .widgets.status import StatusLine
 
 if TYPE_CHECKING:
+    from ..store import Message, QueueItem
     from .screens.chat import ChatScreen
+    from .screens.search import SearchChoice
 
 NARROW = 100  # below this many columns the sidebar is hidden and overlays when shown
 
@@ -115,6 +114,8 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_rename(self: ChatScreen) -> None:
+        from .screens.dialogs import TextPrompt
+
         title = await self.app.push_screen_wait(
             TextPrompt("Rename conversation", self.current.title)
         )
@@ -127,6 +128,8 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_delete(self: ChatScreen) -> None:
+        from .screens.dialogs import Confirm
+
         doomed = self.current
         ok = await self.app.push_screen_wait(
             Confirm(f"Delete “{doomed.title or 'untitled'}” and all its messages?", yes="Delete")
@@ -142,6 +145,7 @@ class ConversationActions:
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_export(self: ChatScreen) -> None:
         from ..export import default_filename, render
+        from .screens.dialogs import Confirm, TextPrompt
 
         conversation = self.current
         default = Path.home() / default_filename(conversation, "md")
@@ -169,6 +173,8 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_set_model(self: ChatScreen) -> None:
+        from .screens.dialogs import TextPrompt
+
         model = await self.app.push_screen_wait(
             TextPrompt(
                 "Model for this conversation (empty: the default)",
@@ -187,6 +193,8 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_set_system_prompt(self: ChatScreen) -> None:
+        from .screens.dialogs import TextPrompt
+
         prompt = await self.app.push_screen_wait(
             TextPrompt(
                 "System prompt for this conversation (empty: the default)",
@@ -204,6 +212,8 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_search(self: ChatScreen) -> None:
+        from .screens.search import SearchScreen
+
         search = partial(self.core.store.search, limit=100)
         choice: SearchChoice | None = await self.app.push_screen_wait(SearchScreen(search))
         if choice is None:
@@ -220,6 +230,8 @@ class ConversationActions:
     # -- the queue ---------------------------------------------------------------------------
 
     async def action_queue(self: ChatScreen) -> None:
+        from .screens.queue import QueueScreen
+
         items = await self.core.store.queue_items()
         # The screen's actions come back here as messages, handled one at a time in
         # the order asked; "open" closes it with the item.
@@ -267,6 +279,8 @@ class ConversationActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def _edit_message(self: ChatScreen, message: Message) -> None:
+        from .screens.dialogs import EditMessage
+
         text: str | None = message.content
         while True:
             text = await self.app.push_screen_wait(EditMessage(text))

@@ -16,11 +16,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..store import Store, StoreError, opened
+from ..store import StoreError
 
 if TYPE_CHECKING:
     from textual.timer import Timer
 
+    from ..store import Store
     from .app import ChatApp
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ class DraftKeeper:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if store is None:
+                    from ..store import opened
+
                     store = await stack.enter_async_context(opened(self._app.settings.db_path))
                 recent = await store.list_conversations(limit=1)
                 conversation_id = recent[0].id if recent else None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ..store import Message
+if TYPE_CHECKING:
+    from ..store import Message
+
 
 STATE_MARKS = {
     "queued": "◷ queued",

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from ..events import ReachabilityState, ReplyDelta, SenderEvent
-from ..store import Message as StoredMessage
-from ..store import QueueItem
+if TYPE_CHECKING:
+    from ..events import ReachabilityState, SenderEvent
+    from ..store import Message as StoredMessage
+    from ..store import QueueItem
+
 
 DELTA_BATCH = 0.03  # seconds of streamed chunks gathered into one UI message
 
@@ -68,6 +71,8 @@ class CoreRelay:
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def event(self, event: SenderEvent) -> None:
+        from ..events import ReplyDelta  # loaded with the core, before its first event
+
         if isinstance(event, ReplyDelta):
             batch = self._pending.get(event.question.id)
             if batch is None:
@@ -86,6 +91,10 @@ class CoreRelay:
             self._flush_handle.cancel()
             self._flush_handle = None
         pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        from ..events import ReplyDelta
+
         for question, texts in pending.values():
             self._target().post_message(CoreEvent(ReplyDelta(question, "".join(texts))))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def cached_models(settings: Settings) -> list[str]:
     """The endpoint's models as last fetched (none if never, or unreadable)."""
+    import json  # not on the path to the first frame
+
     try:
         data = json.loads((settings.data_dir / "models.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -38,6 +39,8 @@ def cached_models(settings: Settings) -> list[str]:
 
 
 def remember_models(settings: Settings, models: list[str]) -> None:
+    import json
+
     path = settings.data_dir / "models.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

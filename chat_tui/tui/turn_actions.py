@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.css.query import NoMatches
 
-from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted, ReachabilityState
-from ..store import Message, StoreError
-from .screens.dialogs import EditMessage, StopWaiting, TextPrompt
+from ..store import StoreError
 from .widgets.status import StatusLine
-from .widgets.versions import PickMessage, mount_local_answer
 
 if TYPE_CHECKING:
+    from ..events import ReachabilityState
+    from ..store import Message
     from .screens.chat import ChatScreen
 
 
@@ -82,6 +81,8 @@ class TurnActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_set_endpoint(self: ChatScreen) -> None:
+        from .screens.dialogs import TextPrompt
+
         names = self.settings.endpoint_names
         name = await self.app.push_screen_wait(
             TextPrompt(
@@ -124,6 +125,8 @@ class TurnActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def _ask_stop_waiting(self: ChatScreen, question: Message) -> None:
+        from .screens.dialogs import StopWaiting
+
         choice = await self.app.push_screen_wait(StopWaiting())
         if choice is None or self.core is None:
             return
@@ -133,6 +136,9 @@ class TurnActions:
     # -- the fallback answer ------------------------------------------------------------------
 
     async def _local_answer_event(self: ChatScreen, event: Any) -> None:
+        from ..events import LocalAnswerDelta, LocalAnswerEnded, LocalAnswerStarted
+        from .widgets.versions import mount_local_answer
+
         chat = self.chat
         question: Message = event.question
         if isinstance(event, LocalAnswerStarted):
@@ -209,6 +215,8 @@ class TurnActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_edit_last(self: ChatScreen) -> None:
+        from .screens.dialogs import EditMessage
+
         question = await self._last_question()
         if question is None:
             return
@@ -227,6 +235,9 @@ class TurnActions:
 
     @work(group="dialogs", exclusive=True, exit_on_error=False)
     async def action_branch(self: ChatScreen) -> None:
+        from .screens.dialogs import EditMessage
+        from .widgets.versions import PickMessage
+
         messages = await self.core.store.all_messages(self.current.id)
         questions = [m for m in messages if m.role == "user" and m.state == "delivered"]
         if not questions:

@@ -44,3 +44,22 @@ def test_importing_the_core_loads_neither_textual_nor_rich() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_chat_windows_first_frame_path_leaves_the_heavy_parts_for_later() -> None:
+    """`chat-tui` imports the CLI and the app before its first frame; the database
+    driver, the HTTP client and the verbs' parsers load after it (docs/architecture.md,
+    "Start-up")."""
+    code = (
+        "import sys\n"
+        "from chat_tui.cli import main\n"
+        "from chat_tui.cli.shared import window_args\n"
+        "window_args(['--model', 'm'])\n"
+        "import chat_tui.tui.app\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlite3', 'aiosqlite', 'httpx', 'httpcore', 'argparse') or m in "
+        "('chat_tui.cli.parser', 'chat_tui.cli.browse', 'chat_tui.core', "
+        "'chat_tui.store.composed'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

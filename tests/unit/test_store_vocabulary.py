@@ -79,3 +79,13 @@ async def test_queries_that_keep_order_use_the_partial_index(tmp_path: Path) -> 
         assert "messages_unsettled" not in plan(conn, swapped)
     finally:
         conn.close()
+
+
+def test_every_name_the_store_package_offers_is_there() -> None:
+    """The package loads its parts on first use (``store/__init__.py``): each name in
+    ``__all__`` must still resolve, to the object its own module defines."""
+    import chat_tui.store as store
+
+    for name in store.__all__:
+        assert getattr(store, name) is not None, name
+    assert set(store.__all__) == {*store._ON_FIRST_USE, "StoreError", "StoreReplaced"}

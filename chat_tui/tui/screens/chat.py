@@ -30,9 +30,8 @@ from textual.timer import Timer
 from textual.widgets import Footer, OptionList, Static
 from textual.worker import Worker, WorkerState
 
-from ...events import ReachabilityState
 from ...sanitize import sanitize
-from ...store import Conversation, Message, StoreError
+from ...store import StoreError
 from ..chat_events import ChatEvents
 from ..commands import BY_ACTION, hinted, screen_bindings
 from ..conversation_actions import ConversationActions
@@ -46,6 +45,8 @@ from ..widgets.welcome import welcome_text
 if TYPE_CHECKING:
     from ...config import Settings
     from ...core import Core
+    from ...events import ReachabilityState
+    from ...store import Conversation, Message
     from ..app import ChatApp
 
 log = logging.getLogger(__name__)

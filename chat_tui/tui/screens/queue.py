@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,11 +14,13 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...sanitize import sanitize
-from ...store import QueueItem
 from ..formatting import message_status
 
+if TYPE_CHECKING:
+    from ...store import QueueItem
 
-class QueueScreen(ModalScreen[QueueItem | None]):
+
+class QueueScreen(ModalScreen["QueueItem | None"]):
     """The queue. Retry, edit and cancel go to ``act`` (the owner shows the new items
     through ``show_items``); choosing a message closes the screen with it."""
 

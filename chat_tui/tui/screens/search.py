@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -15,8 +16,10 @@ from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 
 from ...sanitize import sanitize
-from ...store import SearchHit
 from ..formatting import clock
+
+if TYPE_CHECKING:
+    from ...store import SearchHit
 
 
 @dataclass(frozen=True)

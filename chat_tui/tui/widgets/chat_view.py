@@ -23,8 +23,9 @@ from textual.widgets import Static
 if TYPE_CHECKING:
     from textual.widgets import Markdown
 
+    from ...store import Message
+
 from ...sanitize import sanitize
-from ...store import Message
 from ..rendering import CachedRender
 from .message import MessageView, joined
 from .selection import MessageSelection

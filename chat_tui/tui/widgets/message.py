@@ -16,8 +16,9 @@ from textual.widgets import Static
 if TYPE_CHECKING:
     from rich.markdown import Markdown as RichMarkdown
 
+    from ...store import Message
+
 from ...sanitize import sanitize
-from ...store import Message
 from ..formatting import clock, message_status
 from ..rendering import BlockStack, CachedRender, hard_breaks, render_markdown
 

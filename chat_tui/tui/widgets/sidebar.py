@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from ...sanitize import sanitize
-from ...store import Conversation
 from ..formatting import clock
+
+if TYPE_CHECKING:
+    from ...store import Conversation
 
 TITLE_WIDTH = 28  # the list is 32 wide: padding, scrollbar and border take the rest
 

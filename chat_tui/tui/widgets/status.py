@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.content import Content
 from textual.reactive import reactive, var
 from textual.widgets import Static
 
-from ...events import ReachabilityState
 from ...sanitize import sanitize
 from ..formatting import until
+
+if TYPE_CHECKING:
+    from ...events import ReachabilityState
 
 STATE_LABELS = {
     "unknown": ("◌ checking", "$text-muted"),

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from textual.timer import Timer
     from textual.widgets import Collapsible
 
+    from ...store import Message
+
 from ...sanitize import StreamSanitizer, sanitize
-from ...store import Message
 from ..rendering import BlockStack, CachedRender, block_ends, render_markdown
 
 

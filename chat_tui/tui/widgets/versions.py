@@ -18,11 +18,11 @@ from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...sanitize import sanitize
-from ...store import Message
 
 if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownStream
 
+    from ...store import Message
     from .chat_view import ChatView
 
 
