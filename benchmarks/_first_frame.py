@@ -76,9 +76,12 @@ def main() -> None:
     if "--bare" in sys.argv:
         bare()
         return
-    # The same import path as `chat-tui`: the CLI module first, then the TUI.
+    # The same path as `chat-tui`: the CLI module, the collector paused as `cli.main`
+    # does for the chat window (chat_tui/startup.py), the settings, then the TUI.
+    from chat_tui import startup
     from chat_tui.cli import load_settings
 
+    startup.pause()
     settings = load_settings()
     from chat_tui.tui.app import ChatApp
 

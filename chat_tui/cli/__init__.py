@@ -40,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = window_args(argv) or build_parser().parse_args(argv)
+    args = window_args(argv)
+    if args is not None:
+        from .. import startup
+
+        startup.pause()  # until the chat window's first frame (startup.py)
+    else:
+        args = build_parser().parse_args(argv)
     try:
         settings = load_settings(base_url=args.base_url, model=args.model)
     except ConfigError as exc:

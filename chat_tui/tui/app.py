@@ -33,6 +33,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.worker import Worker
 
+from .. import startup
 from ..config import Settings
 from ..store import StoreError
 from .commands import BY_ACTION, app_bindings, palette_commands
@@ -176,6 +177,7 @@ class ChatApp(SettingsFlow, App[int]):
         self.call_after_refresh(self._begin_start)
 
     def _begin_start(self) -> None:
+        startup.resume()  # the first frame is drawn: the collector runs again
         # Its own task, so key presses and bindings keep flowing while it runs;
         # whatever needs the core waits on `_core_started` instead of being dropped.
         self._starting = asyncio.create_task(self._start_core(), name="start-core")
@@ -410,7 +412,10 @@ def handoff_note(waiting: int, pid: int | None, error: OSError | None = None) ->
 def run_app(settings: Settings) -> int:
     """Run the TUI until it exits; returns the process exit status."""
     app = ChatApp(settings)
-    app.run()
+    try:
+        app.run()
+    finally:
+        startup.resume()  # ended before its first frame
     if app.exit_note:
         print(app.exit_note, file=sys.stderr)
     if app.unsaved_draft and not app._by_signal:  # Ctrl+Q: the terminal is still there
