@@ -12,6 +12,7 @@ from chat_tui.tui.screens.help import HelpScreen
 from chat_tui.tui.screens.settings import SettingsScreen
 from chat_tui.tui.widgets.chat_view import ChatView
 from chat_tui.tui.widgets.sidebar import ConversationList
+from chat_tui.tui.widgets.status import StatusLine
 from chat_tui.tui.widgets.status import OfflineBanner
 from tests.fault_server import FaultServer
 from tests.helpers import app_settings, online, seed_history, views, wait_until
@@ -104,6 +105,8 @@ async def test_narrow_terminal_hides_the_sidebar_and_ctrl_b_overlays_it(
         await pilot.press("ctrl+b")
         await pilot.pause()
         assert sidebar.display and chat.size.width == width  # over the chat, not beside
+        status = app.query_one(StatusLine)
+        assert sidebar.region.bottom == status.region.y  # the status line and keys stay
         prompt = str(sidebar.get_option_at_index(0).prompt)
         assert prompt.splitlines()[0].endswith("…")
         await pilot.press("ctrl+b")

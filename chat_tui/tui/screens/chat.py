@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual import events, on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.dom import DOMNode
@@ -135,13 +134,14 @@ class ChatScreen(ChatEvents, ConversationActions, TurnActions, Screen[None]):
 
     def compose(self) -> ComposeResult:
         settings = self.settings
-        with Horizontal(id="body"):
-            yield ConversationList(id="sidebar")
-            with Vertical(id="main"):
-                yield Static(Content("new conversation"), id="header", markup=False)
-                yield OfflineBanner().data_bind(reach=ChatScreen.reach, queued=ChatScreen.queued)
-                yield ChatView(id="chat")
-                yield Composer(id="composer")
+        # No containers (each one more widget to mount and lay out before the first
+        # frame): the sidebar docks left, the status line and the footer dock below
+        # it, and the rest stacks in what is left (app.tcss).
+        yield ConversationList(id="sidebar")
+        yield Static(Content("new conversation"), id="header", markup=False)
+        yield OfflineBanner().data_bind(reach=ChatScreen.reach, queued=ChatScreen.queued)
+        yield ChatView(id="chat")
+        yield Composer(id="composer")
         yield StatusLine(
             settings.base_url,
             settings.model,

@@ -27,11 +27,11 @@ def ellipsis(text: str, width: int) -> str:
 class ConversationList(OptionList):
     DEFAULT_CSS = """
     ConversationList {
-        width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2;
+        dock: left; width: 32; height: 1fr; border: none; border-right: vkey $surface-lighten-2;
+        margin-bottom: 2;  /* above the status line and the footer (app.tcss) */
     }
     ConversationList.-overlay {
-        dock: left; layer: overlay; height: 100%; border-right: thick $primary;
-        background: $surface;
+        layer: overlay; border-right: thick $primary; background: $surface;
     }
     """
 
