@@ -130,10 +130,12 @@ def _app_class():
 
 
 async def _measure(settings, cid: int, reply: str, server: subprocess.Popen) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from chat_tui import startup
     from chat_tui.events import ReplyDelta
 
     app_class = _app_class()
     app_class.expected = reply
+    startup.pause()  # as `chat-tui` does (cli.main): the app resumes and freezes (startup.py)
     app = app_class(settings)
     lags: list[float] = []
     first_chunk: dict[str, float] = {}

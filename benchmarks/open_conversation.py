@@ -89,8 +89,10 @@ async def _settle(app) -> None:  # type: ignore[no-untyped-def]
 
 
 async def _measure(settings, ids: dict[str, int], runs: int) -> dict[str, dict[str, list[float]]]:  # type: ignore[no-untyped-def]
+    from chat_tui import startup
     from chat_tui.tui.widgets.chat_view import MessageView
 
+    startup.pause()  # as `chat-tui` does (cli.main): the app resumes and freezes (startup.py)
     app = _app_class()(settings)
     out: dict[str, dict[str, list[float]]] = {
         k: {"painted": [], "cpu": [], "returned": [], "views": [], "widgets": []}

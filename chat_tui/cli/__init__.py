@@ -28,6 +28,7 @@ from .table import EXIT_ERROR, EXIT_USAGE, CliError, run_verb
 
 if TYPE_CHECKING:
     import argparse
+    from types import SimpleNamespace
 
 __all__ = ["build_parser", "load_settings", "main"]
 
@@ -41,12 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = window_args(argv)
-    if args is not None:
-        from .. import startup
+    if args is None:
+        return _run(build_parser().parse_args(argv))
+    from .. import startup
 
-        startup.pause()  # until the chat window's first frame (startup.py)
-    else:
-        args = build_parser().parse_args(argv)
+    startup.pause()  # until the chat window's first frame (startup.py)
+    try:
+        return _run(args)
+    finally:
+        startup.resume()  # a no-op once the window has drawn; else it never did
+
+
+def _run(args: argparse.Namespace | SimpleNamespace) -> int:
     try:
         settings = load_settings(base_url=args.base_url, model=args.model)
     except ConfigError as exc:
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(settings, verb=args.verb.name)
     try:
-        return run_verb(args.verb, args, settings)
+        return run_verb(args.verb, args, settings)  # type: ignore[arg-type]
     except (CliError, StoreError) as exc:
         print(f"chat-tui: {exc}", file=sys.stderr)
         return exc.code if isinstance(exc, CliError) else EXIT_ERROR

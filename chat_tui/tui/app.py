@@ -208,6 +208,7 @@ class ChatApp(SettingsFlow, App[int]):
                 self.exit(return_code=1, message=f"chat-tui: {exc}")
                 return
             self.core = core
+            startup.freeze_long_lived()  # httpx, aiosqlite, the store: here to stay
             if self._exiting:  # closed while it was opening: on_unmount saves and closes
                 return
         self.core.start_watching()

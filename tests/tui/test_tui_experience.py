@@ -12,8 +12,7 @@ from chat_tui.tui.screens.help import HelpScreen
 from chat_tui.tui.screens.settings import SettingsScreen
 from chat_tui.tui.widgets.chat_view import ChatView
 from chat_tui.tui.widgets.sidebar import ConversationList
-from chat_tui.tui.widgets.status import StatusLine
-from chat_tui.tui.widgets.status import OfflineBanner
+from chat_tui.tui.widgets.status import OfflineBanner, StatusLine
 from tests.fault_server import FaultServer
 from tests.helpers import app_settings, online, seed_history, views, wait_until
 
