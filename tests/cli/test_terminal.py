@@ -51,21 +51,36 @@ def wal_size(db: Path) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
+def type_unsent_thought(term: Terminal) -> None:
+    """Type a draft once the app is up, and wait until it is on screen: bytes still
+    in the terminal's buffer at a hang-up are discarded by the kernel."""
+    assert term.read_until(b"Enter sends"), term.output[-2000:]
+    term.drain(0.5)
+    term.type("unsent thought")
+    assert term.read_until(b"unsent thought"), term.output[-2000:]
+    term.drain(0.2)
+
+
+def hang_up(term: Terminal) -> None:
+    """What an SSH drop looks like: the pty master goes away."""
+    os.close(term.fd)
+    term.fd = os.open(os.devnull, os.O_RDONLY)
+
+
+def assert_closed_with_the_draft(db: Path) -> None:
+    facts = db_facts(db)
+    assert facts["integrity"] == "ok"
+    assert facts["drafts"] == [("unsent thought",)]
+    assert facts["leases"] == 0
+
+
 @pytest.mark.parametrize("how", ["SIGHUP", "SIGTERM", "terminal closed"])
 def test_signal_ends_app_cleanly(server: FaultServer, tmp_path: Path, how: str) -> None:
     term = Terminal(tmp_path, server.base_url)
     try:
-        assert term.read_until(b"Enter sends"), term.output[-2000:]
-        term.drain(0.5)
-        term.type("unsent thought")
-        # Hang up once the app has read the keys (they are on screen): bytes still in
-        # the terminal's buffer when it hangs up are discarded by the kernel.
-        assert term.read_until(b"unsent thought"), term.output[-2000:]
-        term.drain(0.2)
+        type_unsent_thought(term)
         if how == "terminal closed":
-            # What an SSH drop looks like: the pty master goes away.
-            os.close(term.fd)
-            term.fd = os.open(os.devnull, os.O_RDONLY)
+            hang_up(term)
         else:
             os.kill(term.pid, getattr(signal, how))
         code = term.wait(timeout=30)  # a clean exit closes the database: slow on a busy machine
@@ -73,10 +88,7 @@ def test_signal_ends_app_cleanly(server: FaultServer, tmp_path: Path, how: str) 
         assert b"Traceback" not in term.output
     finally:
         term.kill()
-    facts = db_facts(tmp_path / "chat.db")
-    assert facts["integrity"] == "ok"
-    assert facts["drafts"] == [("unsent thought",)]
-    assert facts["leases"] == 0
+    assert_closed_with_the_draft(tmp_path / "chat.db")
     assert wal_size(tmp_path / "chat.db") == 0  # checkpointed and closed
 
 
@@ -87,15 +99,8 @@ def test_a_hung_up_terminal_ends_the_app_without_a_sighup(
     (its input would read as an endless end of file) and closes cleanly."""
     term = Terminal(tmp_path, server.base_url, block_sighup=True)
     try:
-        assert term.read_until(b"Enter sends"), term.output[-2000:]
-        term.drain(0.5)
-        term.type("unsent thought")
-        # Hang up once the app has read the keys (they are on screen): bytes still in
-        # the terminal's buffer when it hangs up are discarded by the kernel.
-        assert term.read_until(b"unsent thought"), term.output[-2000:]
-        term.drain(0.2)
-        os.close(term.fd)
-        term.fd = os.open(os.devnull, os.O_RDONLY)
+        type_unsent_thought(term)
+        hang_up(term)
         hung_up = time.monotonic()
         code = term.wait(timeout=30)
         assert code == 0, (code, term.output[-3000:])
@@ -103,10 +108,7 @@ def test_a_hung_up_terminal_ends_the_app_without_a_sighup(
         assert time.monotonic() - hung_up < HANGUP_GRACE
     finally:
         term.kill()
-    facts = db_facts(tmp_path / "chat.db")
-    assert facts["integrity"] == "ok"
-    assert facts["drafts"] == [("unsent thought",)]
-    assert facts["leases"] == 0
+    assert_closed_with_the_draft(tmp_path / "chat.db")
 
 
 def test_draft_restored_after_kill_9(server: FaultServer, tmp_path: Path) -> None:
