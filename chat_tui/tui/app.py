@@ -413,10 +413,7 @@ def handoff_note(waiting: int, pid: int | None, error: OSError | None = None) ->
 def run_app(settings: Settings) -> int:
     """Run the TUI until it exits; returns the process exit status."""
     app = ChatApp(settings)
-    try:
-        app.run()
-    finally:
-        startup.resume()  # ended before its first frame
+    app.run()
     if app.exit_note:
         print(app.exit_note, file=sys.stderr)
     if app.unsaved_draft and not app._by_signal:  # Ctrl+Q: the terminal is still there
