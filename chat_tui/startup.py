@@ -9,13 +9,14 @@ again (about 150 ms while opening a long conversation here, one stall of the
 event loop).
 
 So the chat window's path (``cli.main``) calls ``pause`` first thing. The app
-calls ``resume`` once its first frame is drawn (and again at exit): what exists
-by then is moved out of every later collection (``gc.freeze``) and the collector
-runs again. ``freeze_long_lived`` does the same once the core is open (httpx,
-aiosqlite, the store). Reference counting frees everything else as usual
-throughout. Other commands, and tests that build the app themselves, leave the
-collector alone. ``python -m benchmarks startup`` measures the first frame with
-it; ``open_conversation`` and ``long_reply`` take the same path.
+calls ``resume`` once its first frame is drawn (``cli.main`` again at the end,
+for a window that never drew one): what exists by then is moved out of every
+later collection (``gc.freeze``) and the collector runs again.
+``freeze_long_lived`` does the same once the core is open (httpx, aiosqlite, the
+store). Reference counting frees everything else as usual throughout. Other
+commands, and tests that build the app themselves, leave the collector alone.
+``python -m benchmarks startup`` measures the first frame with it;
+``open_conversation`` and ``long_reply`` take the same path.
 """
 
 from __future__ import annotations
